@@ -1,0 +1,250 @@
+"""Command line: the only module that reads argv and the environment.
+
+``corolla serve`` takes TensorFlow Serving's flags with their names and meanings
+(``--port``, ``--rest_api_port``, ``--model_name``, ``--model_base_path``,
+``--model_config_file``...), in ``--flag=value`` or ``--flag value`` form; so does a bare
+``corolla --model_name=...`` (as ``tensorflow_model_server`` is called). The tensorflow/serving
+image's environment (``MODEL_NAME``, ``MODEL_BASE_PATH``) works too. With no model flags it
+serves the embedded default model. Unknown flags and broken config files fail at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from corolla import __version__
+from corolla.errors import CorollaError
+
+log = logging.getLogger("corolla")
+
+# TF Serving flags that have no meaning here: accepted (so existing command lines keep
+# working) and reported as ignored.
+IGNORED_TF_FLAGS = (
+    "grpc_socket_path", "rest_api_num_threads", "num_load_threads", "num_unload_threads",
+    "flush_filesystem_caches", "tensorflow_session_parallelism",
+    "tensorflow_session_config_file", "use_alts_credentials", "platform_config_file",
+    "per_process_gpu_memory_fraction", "grpc_channel_arguments", "grpc_max_threads",
+    "num_request_iterations_for_warmup", "remove_unused_fields_from_bundle_metagraph",
+    "prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool",
+    "enable_signature_method_name_check", "xla_cpu_compilation_enabled", "enable_profiler",
+    "thread_pool_factory_config_file", "mixed_precision", "skip_initialize_tpu",
+    "enable_per_model_batching_parameters", "allow_version_labels_for_unavailable_models",
+    "saved_model_tags", "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
+    "enable_model_warmup", "ssl_config_file", "monitoring_config_file",
+)  # fmt: skip
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def default_model_base_path() -> str:
+    return str(resources.files("corolla") / "default_model" / "flowers")
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    b = {"nargs": "?", "const": True, "type": parse_bool}
+    g = p.add_argument_group("TensorFlow Serving flags")
+    g.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    g.add_argument("--rest_api_port", type=int, default=8501,
+                   help="REST port (default 8501; 0 picks a free port)")
+    g.add_argument("--model_name", default=None, help="name of the single model to serve")
+    g.add_argument("--model_base_path", default=None,
+                   help="base path of the single model (holds numbered version directories)")
+    g.add_argument("--model_config_file", default=None,
+                   help="ModelServerConfig in text format (models.config)")
+    g.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                   help="re-read the config file this often (0: never)")
+    g.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="look for new versions this often (default 1; 0: only at start)")
+    g.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    g.add_argument("--rest_api_enable_cors_support", default=False, **b)
+    g.add_argument("--enable_batching", default=True, **b,
+                   help="dynamic batching (Corolla: on by default; --enable_batching=false)")
+    g.add_argument("--batching_parameters_file", default=None,
+                   help="BatchingParameters in text format")
+    g.add_argument("--max_num_load_retries", type=int, default=5)
+    g.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
+    g.add_argument("--version", dest="print_version", action="store_true",
+                   help="print the version and exit")
+    for flag in IGNORED_TF_FLAGS:
+        g.add_argument(f"--{flag}", default=None, help=argparse.SUPPRESS)
+    c = p.add_argument_group("Corolla flags")
+    c.add_argument("--host", default="0.0.0.0", help="address the REST API binds to")
+    c.add_argument("--model_platform", default="", choices=["", "onnx", "tensorflow"],
+                   help="platform of --model_name (default: detect per version)")
+    c.add_argument("--version_policy_mode", default="availability_preserving",
+                   choices=["availability_preserving", "resource_preserving"])
+    c.add_argument("--max_image_pixels", type=int, default=40_000_000)
+    c.add_argument("--onnx_intra_op_threads", type=int, default=0,
+                   help="ONNX Runtime threads per inference (0: chosen for this machine)")
+    c.add_argument("--batch_dispatch", default="eager", choices=["eager", "timeout"],
+                   help="eager: an idle batch thread takes the open batch at once; "
+                        "timeout: TF Serving's wait for a full batch or the timeout")
+    c.add_argument("--cors_allowed_origins", default="",
+                   help="comma-separated origins allowed by CORS (implies CORS support)")
+    c.add_argument("--shutdown_grace_seconds", type=float, default=0.0,
+                   help="after SIGTERM, keep accepting this long while readiness is false")
+    c.add_argument("--drain_timeout_seconds", type=float, default=30.0,
+                   help="after the listeners close, wait this long for in-flight requests")
+    c.add_argument("--access_log", default=False, **b)
+    c.add_argument("--log_level", default="INFO")
+
+
+def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> object:
+    from corolla.batching import BatchingOptions, parse_batching_parameters
+    from corolla.config import ModelConfig, load_model_config_file, resolve_base_path
+    from corolla.images import ImageLimits
+    from corolla.repository.manager import ManagerOptions
+    from corolla.runtimes.onnx import OnnxOptions
+    from corolla.server import ServerOptions
+
+    for flag in IGNORED_TF_FLAGS:
+        if getattr(args, flag, None) is not None:
+            log.warning("--%s is a TensorFlow Serving flag that Corolla ignores", flag)
+    if args.model_config_file and (args.model_name or args.model_base_path):
+        raise CorollaError("use either --model_config_file or --model_name/--model_base_path")
+    models: list[ModelConfig]
+    if args.model_config_file:
+        models = load_model_config_file(args.model_config_file)
+    else:
+        name = args.model_name or env.get("MODEL_NAME")
+        base = args.model_base_path
+        if base is None and env.get("MODEL_NAME") and not args.model_name:
+            base = os.path.join(env.get("MODEL_BASE_PATH", "/models"), env["MODEL_NAME"])
+        if name is None and base is None:
+            name, base = "flowers", default_model_base_path()
+            log.info("no model given: serving the embedded default model %s", base)
+        elif base is None:
+            raise CorollaError(f"--model_name={name} needs --model_base_path")
+        models = [ModelConfig(name=name or "default", base_path=resolve_base_path(base),
+                              platform=args.model_platform)]
+    batching = None
+    if args.enable_batching:
+        if args.batching_parameters_file:
+            try:
+                text = Path(args.batching_parameters_file).read_text()
+            except OSError as exc:
+                raise CorollaError(f"cannot read --batching_parameters_file: {exc}") from exc
+            batching = parse_batching_parameters(text)
+        else:
+            cores = os.cpu_count() or 1
+            batching = BatchingOptions(num_batch_threads=cores,
+                                       eager=args.batch_dispatch == "eager")
+    origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
+    return ServerOptions(
+        host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
+        models=tuple(models), model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        rest_api_enable_cors_support=args.rest_api_enable_cors_support,
+        cors_allowed_origins=origins, batching=batching,
+        onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads or _default_intra(batching)),
+        manager=ManagerOptions(policy=args.version_policy_mode,
+                               max_load_retries=args.max_num_load_retries,
+                               load_retry_interval=args.load_retry_interval_micros / 1e6),
+        image_limits=ImageLimits(max_pixels=args.max_image_pixels),
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        drain_timeout_seconds=args.drain_timeout_seconds,
+        access_log=args.access_log,
+        enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
+    )
+
+
+def _default_intra(batching: object) -> int:
+    # Batch threads run side by side, one per core: each inference then uses one thread.
+    from corolla.batching import BatchingOptions
+
+    if isinstance(batching, BatchingOptions) and batching.num_batch_threads > 1:
+        return 1
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.print_version:
+        print(f"corolla {__version__}")
+        return 0
+    from corolla.server import ServerOptions, serve
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    try:
+        options = build_server_options(args, dict(os.environ))
+    except CorollaError as exc:
+        print(f"corolla serve: error: {exc.message}", file=sys.stderr)
+        return 2
+    assert isinstance(options, ServerOptions)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(options))
+    except ImportError:
+        return asyncio.run(serve(options))
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from corolla.demo_model import write_demo_version
+
+    path = write_demo_version(args.base_path, args.version, args.size)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corolla", description=__doc__.split("\n")[0])
+    parser.add_argument("-V", action="version", version=f"corolla {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="serve models (TensorFlow Serving compatible)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("make-demo-model",
+                          help="write the small colour classifier as a version under BASE_PATH")
+    demo.add_argument("base_path")
+    demo.add_argument("--version", type=int, default=None)
+    demo.add_argument("--size", type=int, default=64)
+    demo.set_defaults(func=cmd_demo_model)
+    for module in ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
+        argv = ["serve", *argv]  # tensorflow_model_server style: flags only
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except CorollaError as exc:
+        print(f"corolla {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

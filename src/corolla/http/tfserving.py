@@ -1,0 +1,182 @@
+"""TensorFlow Serving's REST API (``/v1/models/...``) as Starlette routes.
+
+A thin translator: parse the URL and body, call :class:`PredictionService`, encode the answer.
+Besides TF Serving's JSON, ``:predict`` takes encoded images directly: a raw body with
+``Content-Type: image/*`` or ``multipart/form-data`` with one or more image files; those answers
+carry labels with scores (``?top_k=N``). JSON requests get labels only when they ask with
+``"top_k"``, so TF Serving clients see exactly TF Serving's response shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from corolla.errors import InvalidArgument, NotFound, Unimplemented
+from corolla.protocols import tfserving_rest as codec
+from corolla.service import ModelSpec, PredictionService
+
+_URL = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?::(?P<verb>predict|classify|regress)|(?P<meta>/metadata))?/?$")
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    return Response(codec.dumps(doc), status_code=status, media_type="application/json")
+
+
+def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
+    m = _URL.match(path)
+    if m is None:
+        raise NotFound(f"Malformed request: {method} {path}")
+    version = m.group("version")
+    if version is not None:
+        if not version.isdigit():
+            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
+        version_num: int | None = int(version)
+    else:
+        version_num = None
+    verb = m.group("verb") or ("metadata" if m.group("meta") else "status")
+    spec = ModelSpec(name=m.group("name"), version=version_num, label=m.group("label"))
+    if (verb == "status" or verb == "metadata") != (method == "GET"):
+        raise NotFound(f"Malformed request: {method} {path}")
+    return spec, verb
+
+
+def _top_k(request: Request, doc: dict[str, Any] | None = None) -> int | None:
+    raw = request.query_params.get("top_k")
+    if doc is not None and "top_k" in doc:
+        raw = doc["top_k"]
+    if raw is None:
+        return None
+    try:
+        k = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"top_k must be a positive integer, got {raw!r}") from exc
+    if k < 1:
+        raise InvalidArgument(f"top_k must be a positive integer, got {k}")
+    return k
+
+
+class TfServingRest:
+    def __init__(self, service: PredictionService) -> None:
+        self.service = service
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/v1/models/{rest:path}", self.handle, methods=["GET", "POST"])]
+
+    async def handle(self, request: Request) -> Response:
+        spec, verb = _parse_url(request.url.path, request.method)
+        if verb == "status":
+            return json_response(codec.status_response(
+                self.service.statuses(spec.name, spec.version, spec.label)))
+        if verb == "metadata":
+            version, md = self.service.metadata(spec)
+            return json_response(codec.metadata_response(spec.name, version, md))
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if verb == "predict" and ctype.startswith("image/"):
+            return await self._predict_images(request, spec, [await request.body()])
+        if verb == "predict" and ctype == "multipart/form-data":
+            return await self._predict_images(request, spec, await _multipart_images(request))
+        if ctype.startswith(("image/", "multipart/")):
+            raise InvalidArgument(f":{verb} takes JSON; image uploads go to :predict")
+        if ctype and ctype not in ("application/json", "text/plain",
+                                   "application/x-www-form-urlencoded"):
+            raise InvalidArgument(
+                f"unsupported Content-Type {ctype!r}: send application/json, image/*, "
+                "or multipart/form-data")
+        doc = codec.loads(await request.body())
+        sig_name = doc.get("signature_name", "")
+        if not isinstance(sig_name, str):
+            raise InvalidArgument("signature_name must be a string")
+        spec = ModelSpec(name=spec.name, version=spec.version, label=spec.label,
+                         signature_name=sig_name)
+        if verb == "predict":
+            return await self._predict_json(request, spec, doc)
+        if verb == "classify":
+            return await self._classify(request, spec, doc)
+        raise Unimplemented(
+            f"Model {spec.name} is a classifier and has no regression signature "
+            "(method_name tensorflow/serving/regress); use :predict or :classify")
+
+    async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
+                            ) -> Response:
+        _, md = self.service.metadata(spec)
+        sig = md.signatures.get(spec.signature)
+        inputs, row = codec.parse_predict(doc, sig)
+        top_k = _top_k(request, doc)
+        result = await self.service.predict(spec, inputs)
+        if top_k is not None and md.labels and md.scores_output:
+            from corolla.service import top_classes
+
+            classes = top_classes(result.metadata, result.outputs, top_k)
+            preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
+            return json_response({"predictions": preds, "model_version": str(result.version)})
+        return json_response(codec.predict_response(result.outputs, row))
+
+    async def _predict_images(self, request: Request, spec: ModelSpec, images: list[bytes]
+                              ) -> Response:
+        if not images:
+            raise InvalidArgument("no image in the request")
+        result = await self.service.predict_images(spec, images)
+        md = result.metadata
+        if md.labels and md.scores_output:
+            from corolla.service import top_classes
+
+            classes = top_classes(md, result.outputs, _top_k(request) or 5)
+            preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
+            return json_response({"predictions": preds, "model_version": str(result.version)})
+        return json_response(codec.predict_response(result.outputs, True))
+
+    async def _classify(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
+                        ) -> Response:
+        examples = doc.get("examples")
+        if not isinstance(examples, list) or not examples:
+            raise InvalidArgument("'examples' must be a non-empty list of objects")
+        context = doc.get("context") or {}
+        if not isinstance(context, dict):
+            raise InvalidArgument("'context' must be an object")
+        _, md = self.service.metadata(spec)
+        sig = md.signatures.get(spec.signature)
+        rows = []
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, dict):
+                raise InvalidArgument(f"example {i} must be an object of features")
+            clash = set(ex) & set(context)
+            if clash:
+                raise InvalidArgument(f"features {sorted(clash)} appear in both context and "
+                                      f"example {i}")
+            rows.append({**context, **ex})
+        if sig is not None and len(sig.inputs) == 1:
+            alias = next(iter(sig.inputs))
+            # A single-input model: any single feature feeds that input.
+            rows = [{alias: next(iter(r.values()))} if len(r) == 1 else r for r in rows]
+        inputs, _ = codec.parse_predict({"instances": rows}, sig)
+        result = await self.service.classify(spec, inputs, top_k=_top_k(request, doc))
+        return json_response({"result": [[[lbl, s] for lbl, s in row] for row in result.classes]})
+
+
+async def _multipart_images(request: Request) -> list[bytes]:
+    form = await request.form(max_files=256, max_fields=256)
+    try:
+        images = []
+        for _key, value in form.multi_items():
+            if hasattr(value, "read"):
+                images.append(await value.read())
+        if not images:
+            raise InvalidArgument("multipart/form-data request has no file parts")
+        return images
+    finally:
+        await form.close()
+
+
+def as_object_array(items: list[bytes]) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr

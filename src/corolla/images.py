@@ -1,0 +1,216 @@
+"""Image decoding and preprocessing, per a model's :class:`ImagePreprocessing` spec.
+
+The trainer and the server both call :func:`resize_to_spec` and :func:`normalize`, so a photo
+becomes the same tensor in both. The server decodes JPEGs with libjpeg-turbo (simplejpeg) and
+asks it for DCT-domain downscaling to the smallest size not below what the resize needs; the
+result differs from a full decode by a small, tested tolerance (``reference=True`` skips that
+shortcut). Other formats (PNG, WebP, BMP, GIF first frame, TIFF) and JPEGs that simplejpeg cannot
+take (CMYK) go through Pillow. EXIF orientation is applied; grayscale, palette, CMYK and alpha
+images become RGB. Decoders and Pillow's resize release the GIL: call these from worker threads.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import simplejpeg
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from corolla.errors import InvalidArgument
+from corolla.model_dir import ImagePreprocessing
+
+# Pillow raises its own DecompressionBombError at twice its limit; Corolla checks its own limit
+# first, from the header, before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageLimits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The container format from magic bytes, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    if not data:
+        raise InvalidArgument("image is empty (0 bytes)")
+    if sniff_format(data) is None:
+        raise InvalidArgument(
+            "bytes are not an image Corolla can decode (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidArgument(f"cannot decode image: {exc}") from exc
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise InvalidArgument("image has no pixels")
+    if w * h > limits.max_pixels:
+        raise InvalidArgument(
+            f"image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    return im
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block must not fail an otherwise good image
+        return 1
+
+
+def _min_source_size(src_w: int, src_h: int, spec: ImagePreprocessing) -> tuple[int, int]:
+    """The smallest (w, h) a downscaled decode may have so the resize still downsamples."""
+    if spec.resize == "center_crop":
+        s = max(spec.height / spec.crop_fraction / src_h, spec.width / spec.crop_fraction / src_w)
+    elif spec.resize == "pad":
+        s = min(spec.height / src_h, spec.width / src_w)
+    else:
+        return spec.width, spec.height
+    return math.ceil(src_w * s), math.ceil(src_h * s)
+
+
+def _decode_jpeg_fast(data: bytes, im: Image.Image, spec: ImagePreprocessing) -> Image.Image | None:
+    if im.mode not in ("RGB", "L"):
+        return None  # CMYK / YCCK: Pillow converts these properly
+    orientation = _orientation(im)
+    w, h = im.size
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: the display size is swapped
+        min_w, min_h = _min_source_size(h, w, spec)
+        min_w, min_h = min_h, min_w
+    else:
+        min_w, min_h = _min_source_size(w, h, spec)
+    # Ask the DCT for at least twice the needed size: the following resize then still
+    # antialiases over >= 2 source pixels, so the result stays within a small tolerance of a
+    # full decode (tested), and photos under twice the target decode at full size.
+    try:
+        arr = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", fastdct=False, fastupsample=False,
+            min_width=min(2 * min_w, w), min_height=min(2 * min_h, h), strict=True,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise InvalidArgument(f"cannot decode JPEG: {exc}") from exc
+    out = Image.fromarray(arr, "RGB")
+    if orientation in _TRANSPOSE:
+        out = out.transpose(_TRANSPOSE[orientation])
+    return out
+
+
+def decode(
+    data: bytes, spec: ImagePreprocessing | None = None, *, limits: ImageLimits | None = None,
+    reference: bool = False,
+) -> Image.Image:
+    """Decode encoded image bytes to an RGB (or L for 1-channel specs) Pillow image.
+
+    With a spec and ``reference=False``, a JPEG may come back downscaled (never below what
+    ``spec`` needs). Raises InvalidArgument for anything that is not a whole, decodable image.
+    """
+    limits = limits or ImageLimits()
+    im = _open(data, limits)
+    if im.format == "JPEG" and spec is not None and not reference:
+        fast = _decode_jpeg_fast(data, im, spec)
+        if fast is not None:
+            return fast.convert("L") if spec.channels == 1 else fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.seek(0)  # GIF/WebP: the first frame
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            mode = "L" if spec is not None and spec.channels == 1 else "RGB"
+            if im.mode in ("P", "PA", "LA", "La", "I;16", "I", "F") and mode == "RGB":
+                im = im.convert("RGBA")
+            return im.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+        raise InvalidArgument(f"cannot decode image: {exc}") from exc
+
+
+def resize_to_spec(im: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
+    """Resize/crop/pad a decoded image to the spec's size: uint8 array (H, W, C)."""
+    resample = _RESAMPLE[spec.interpolation]
+    w, h = im.size
+    if spec.resize == "squash":
+        out = im.resize((spec.width, spec.height), resample)
+    elif spec.resize == "center_crop":
+        s = max(spec.height / spec.crop_fraction / h, spec.width / spec.crop_fraction / w)
+        cw, ch = spec.width / s, spec.height / s
+        left, top = (w - cw) / 2, (h - ch) / 2
+        out = im.resize((spec.width, spec.height), resample, box=(left, top, left + cw, top + ch))
+    else:  # pad
+        s = min(spec.height / h, spec.width / w)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        canvas = Image.new(im.mode, (spec.width, spec.height))
+        canvas.paste(im.resize((nw, nh), resample), ((spec.width - nw) // 2,
+                                                       (spec.height - nh) // 2))
+        out = canvas
+    arr = np.asarray(out, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if spec.channel_order == "BGR":
+        arr = arr[:, :, ::-1]
+    return arr
+
+
+def normalize(pixels: np.ndarray, spec: ImagePreprocessing, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (..., H, W, C) pixels to the model's input: ``(p * scale - mean) / std`` in layout."""
+    if spec.dtype == "uint8":
+        result = pixels
+    else:
+        a = np.asarray([spec.scale / s for s in spec.std], dtype=np.float32)
+        b = np.asarray([-m / s for m, s in zip(spec.mean, spec.std, strict=True)],
+                       dtype=np.float32)
+        result = pixels.astype(np.float32)
+        result *= a
+        result += b
+        if spec.dtype == "float16":
+            result = result.astype(np.float16)
+    if spec.layout == "NCHW":
+        result = np.moveaxis(result, -1, -3)
+    if out is not None:
+        out[...] = result
+        return out
+    return np.ascontiguousarray(result)
+
+
+def preprocess_image(
+    data: bytes, spec: ImagePreprocessing, *, limits: ImageLimits | None = None,
+    reference: bool = False,
+) -> np.ndarray:
+    """Encoded image bytes to one model input example of shape ``spec.input_shape``."""
+    return normalize(resize_to_spec(decode(data, spec, limits=limits, reference=reference), spec),
+                     spec)

@@ -1,0 +1,342 @@
+"""The model version directory: the one contract between training and serving.
+
+Layout::
+
+    <base_path>/<version>/        version: a positive integer (non-numeric names are ignored)
+        corolla.json              metadata: signature, labels, preprocessing, provenance
+        model.onnx                the graph (or saved_model.pb + variables/ for TensorFlow)
+        ...                       anything else the writer keeps (reports, plots)
+
+A version is published atomically: written under a hidden non-numeric name in the same base
+path, flushed, then renamed to its number. Readers therefore see a version whole or not at all.
+
+This module owns the metadata schema (``corolla.json``, ``format: corolla.model/v1``), its
+validation, and the writer side (:func:`stage_version` / :func:`publish_version`). It imports no
+framework: the server reads it to serve, the trainer writes it, and neither imports the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corolla.errors import InvalidArgument
+
+METADATA_FILE = "corolla.json"
+ONNX_FILE = "model.onnx"
+FORMAT = "corolla.model/v1"
+_VERSION_RE = re.compile(r"^[0-9]+$")
+
+DTYPES = (
+    "float32", "float64", "float16", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool", "string",
+)  # fmt: skip
+
+RESIZE_MODES = ("squash", "center_crop", "pad")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorSpec:
+    """One named tensor of a signature. ``-1`` in ``shape`` is an unknown dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...] | None  # None: unknown rank
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "shape": None if self.shape is None else list(self.shape)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, alias: str, d: Mapping[str, Any]) -> TensorSpec:
+        dtype = str(d.get("dtype", ""))
+        if dtype not in DTYPES:
+            raise InvalidArgument(f"tensor {alias!r}: unsupported dtype {dtype!r}")
+        shape = d.get("shape")
+        return cls(name=str(d.get("name", alias)), dtype=dtype,
+                   shape=None if shape is None else tuple(int(x) for x in shape))  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signature:
+    """A TF Serving-style signature: aliases to tensors, plus its method name."""
+
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    method_name: str = "tensorflow/serving/predict"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method_name": self.method_name,
+            "inputs": {k: v.to_json() for k, v in self.inputs.items()},
+            "outputs": {k: v.to_json() for k, v in self.outputs.items()},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Signature:
+        return cls(
+            method_name=str(d.get("method_name", "tensorflow/serving/predict")),
+            inputs={k: TensorSpec.from_json(k, v) for k, v in dict(d["inputs"]).items()},
+            outputs={k: TensorSpec.from_json(k, v) for k, v in dict(d["outputs"]).items()},
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePreprocessing:
+    """How raw images become the model's input tensor, exactly as the trainer did it.
+
+    Pixels are decoded to ``channel_order`` uint8, resized per ``resize``:
+
+    - ``squash``: resize to (height, width) ignoring aspect ratio;
+    - ``center_crop``: resize the shorter side to ``size / crop_fraction`` then centre-crop;
+    - ``pad``: fit inside and pad with zeros.
+
+    then converted to float as ``(pixel * scale - mean) / std`` per channel and laid out as
+    ``layout`` (NHWC or NCHW) for the signature input ``input``.
+    """
+
+    input: str
+    height: int
+    width: int
+    channels: int = 3
+    resize: str = "squash"
+    crop_fraction: float = 1.0
+    interpolation: str = "bilinear"
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: str = "NHWC"
+    channel_order: str = "RGB"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.height <= 0 or self.width <= 0:
+            problems.append("height and width must be positive")
+        if self.channels not in (1, 3):
+            problems.append("channels must be 1 or 3")
+        if self.resize not in RESIZE_MODES:
+            problems.append(f"resize must be one of {RESIZE_MODES}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            problems.append("crop_fraction must be in (0, 1]")
+        if self.interpolation not in INTERPOLATIONS:
+            problems.append(f"interpolation must be one of {INTERPOLATIONS}")
+        if self.layout not in ("NHWC", "NCHW"):
+            problems.append("layout must be NHWC or NCHW")
+        if self.channel_order not in ("RGB", "BGR"):
+            problems.append("channel_order must be RGB or BGR")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            problems.append("mean and std need one value per channel")
+        if any(s == 0 for s in self.std):
+            problems.append("std must be non-zero")
+        if self.dtype not in ("float32", "float16", "uint8"):
+            problems.append("dtype must be float32, float16 or uint8")
+        if problems:
+            raise InvalidArgument("image preprocessing: " + "; ".join(problems))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one preprocessed example (no batch dimension)."""
+        if self.layout == "NHWC":
+            return (self.height, self.width, self.channels)
+        return (self.channels, self.height, self.width)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ImagePreprocessing:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidArgument(f"image preprocessing: unknown keys {sorted(unknown)}")
+        kw = dict(d)
+        for key in ("mean", "std"):
+            if key in kw:
+                kw[key] = tuple(float(x) for x in kw[key])
+        return cls(**kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelMetadata:
+    """Everything the server needs to serve a version, and nothing it must guess."""
+
+    signatures: dict[str, Signature]
+    platform: str = "onnx"
+    graph: str = ONNX_FILE
+    labels: tuple[str, ...] = ()
+    # Which output holds class scores and whether they are already probabilities.
+    scores_output: str | None = None
+    scores_are_probabilities: bool = True
+    preprocessing: ImagePreprocessing | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_signature(self) -> Signature:
+        return self.signatures["serving_default"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "platform": self.platform,
+            "graph": self.graph,
+            "signatures": {k: v.to_json() for k, v in self.signatures.items()},
+            "labels": list(self.labels),
+            "scores_output": self.scores_output,
+            "scores_are_probabilities": self.scores_are_probabilities,
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelMetadata:
+        if d.get("format") != FORMAT:
+            raise InvalidArgument(f"{METADATA_FILE}: format must be {FORMAT!r}")
+        try:
+            sigs = {k: Signature.from_json(v) for k, v in dict(d["signatures"]).items()}
+            if "serving_default" not in sigs:
+                raise InvalidArgument(f"{METADATA_FILE}: no serving_default signature")
+            pre = d.get("preprocessing")
+            md = cls(
+                platform=str(d.get("platform", "onnx")),
+                graph=str(d.get("graph", ONNX_FILE)),
+                signatures=sigs,
+                labels=tuple(str(x) for x in d.get("labels", ())),
+                scores_output=d.get("scores_output"),
+                scores_are_probabilities=bool(d.get("scores_are_probabilities", True)),
+                preprocessing=None if pre is None else ImagePreprocessing.from_json(pre),
+                provenance=dict(d.get("provenance") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgument(f"{METADATA_FILE}: malformed ({exc!r})") from exc
+        md.validate()
+        return md
+
+    def validate(self) -> None:
+        sig = self.default_signature
+        if self.preprocessing is not None and self.preprocessing.input not in sig.inputs:
+            raise InvalidArgument(
+                f"preprocessing input {self.preprocessing.input!r} is not a signature input")
+        if self.scores_output is not None and self.scores_output not in sig.outputs:
+            raise InvalidArgument(f"scores_output {self.scores_output!r} is not a signature output")
+        if self.labels and self.scores_output is None:
+            raise InvalidArgument("labels given without scores_output")
+
+
+def is_version_name(name: str) -> bool:
+    return bool(_VERSION_RE.match(name)) and int(name) > 0
+
+
+def read_metadata(version_dir: str | os.PathLike[str]) -> ModelMetadata:
+    path = Path(version_dir) / METADATA_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InvalidArgument(f"{path}: missing metadata file") from exc
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{path}: unreadable metadata ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{path}: metadata must be a JSON object")
+    return ModelMetadata.from_json(raw)
+
+
+def write_metadata(version_dir: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    metadata.validate()
+    path = Path(version_dir) / METADATA_FILE
+    path.write_text(json.dumps(metadata.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def existing_versions(base_path: str | os.PathLike[str]) -> list[int]:
+    base = Path(base_path)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if is_version_name(p.name) and p.is_dir())
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def stage_version(
+    base_path: str | os.PathLike[str], version: int | None = None
+) -> Iterator[StagedVersion]:
+    """Write a version under a hidden name, then publish it atomically on clean exit.
+
+    ``version=None`` takes the next number after the highest existing one. On an exception the
+    staged directory is removed and nothing is published.
+    """
+    base = Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".staging-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    staged = StagedVersion(path=tmp, base_path=base, requested_version=version)
+    try:
+        yield staged
+        staged.published = publish_version(base, tmp, version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass(kw_only=True)
+class StagedVersion:
+    path: Path
+    base_path: Path
+    requested_version: int | None
+    published: Path | None = None
+
+
+def publish_version(
+    base_path: str | os.PathLike[str], staged_dir: str | os.PathLike[str], version: int | None
+) -> Path:
+    """Rename a fully written directory inside ``base_path`` to its version number."""
+    base, staged = Path(base_path), Path(staged_dir)
+    if staged.parent.resolve() != base.resolve():
+        raise InvalidArgument("a staged version must live in the base path it is published to")
+    read_metadata(staged)  # refuse to publish something the server would reject
+    _fsync_tree(staged)
+    for _attempt in range(100):
+        number = version if version is not None else (max(existing_versions(base), default=0) + 1)
+        if number <= 0:
+            raise InvalidArgument(f"version must be a positive integer, got {number}")
+        target = base / str(number)
+        try:
+            # os.rename onto an existing non-empty directory fails, so concurrent writers
+            # never overwrite each other's versions.
+            if target.exists():
+                raise FileExistsError(target)
+            os.rename(staged, target)
+        except (FileExistsError, OSError) as exc:
+            if version is not None:
+                raise InvalidArgument(f"version {number} already exists in {base}") from exc
+            continue
+        _fsync_dir(base)
+        return target
+    raise InvalidArgument(f"could not find a free version number in {base}")

@@ -1,0 +1,1 @@
+"""Version management with TF Serving's vocabulary: source, policy, manager, serving map."""

@@ -1,0 +1,361 @@
+"""The manager: makes loaded versions follow the aspired versions, one action at a time.
+
+Each model has one worker task. ``set_configs`` and ``poll`` update the aspired versions and
+wake the workers; a worker asks the policy for the next action and runs it, until the policy has
+nothing left to do. Loads and unloads run in a thread pool, never on the event loop. Failed loads
+are retried (``max_load_retries`` times, ``load_retry_interval`` apart) and then reported as END
+with their error; a failed version never displaces a working one (the policy sees to that).
+Once loaded and still aspired, a version is never unloaded.
+
+All state is mutated on the event loop thread. ``serving_map`` is replaced, never mutated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from corolla.config import ModelConfig
+from corolla.errors import CorollaError, FailedPrecondition, Internal
+from corolla.repository.policy import POLICIES, Action, PolicyName, State, VersionSnapshot
+from corolla.repository.serving_map import LoadedVersion, ModelEntry, ServingMap
+from corolla.repository.source import AspiredVersion, SourceError, poll_once
+from corolla.runtimes.base import Runtime, Servable
+
+log = logging.getLogger("corolla.manager")
+
+
+@dataclass(kw_only=True)
+class VersionRecord:
+    version: int
+    path: Path
+    state: State = State.START
+    aspired: bool = True
+    failed: bool = False
+    error: CorollaError | None = None
+    loaded: LoadedVersion | None = None
+
+
+@dataclass(kw_only=True)
+class ModelRecord:
+    config: ModelConfig
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    source_error: str | None = None
+    polled: bool = False  # the source has answered at least once
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+    removed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionStatus:
+    version: int
+    state: State
+    error: CorollaError | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagerOptions:
+    policy: PolicyName = "availability_preserving"
+    max_load_retries: int = 5
+    load_retry_interval: float = 60.0
+    unload_drain_timeout: float = 30.0
+
+
+# Hooks called with (model, version, seconds, error) after each load and unload.
+LoadHook = Callable[[str, int, float, CorollaError | None], None]
+# Called on the worker thread after a servable loads, before it turns AVAILABLE (warmup).
+PrepareHook = Callable[[LoadedVersion], None]
+
+
+class Manager:
+    def __init__(self, *, runtimes: Sequence[Runtime], executor: Executor,
+                 options: ManagerOptions | None = None) -> None:
+        self._runtimes = {r.platform: r for r in runtimes}
+        self._executor = executor
+        self.options = options or ManagerOptions()
+        self._policy = POLICIES[self.options.policy]
+        self._models: dict[str, ModelRecord] = {}
+        self.serving_map = ServingMap()
+        self._changed = asyncio.Condition()
+        self.on_load: list[LoadHook] = []
+        self.on_unload: list[LoadHook] = []
+        self.prepare: list[PrepareHook] = []
+
+    # ---- configuration and polling -------------------------------------------------------
+
+    @property
+    def configs(self) -> list[ModelConfig]:
+        return [m.config for m in self._models.values() if not m.removed]
+
+    async def set_configs(self, configs: Sequence[ModelConfig]) -> None:
+        """Serve exactly these models: add new ones, update changed ones, unload removed ones."""
+        wanted = {c.name: c for c in configs}
+        for name, record in list(self._models.items()):
+            if name not in wanted and not record.removed:
+                record.removed = True
+                self._set_aspired(record, [])
+        for name, cfg in wanted.items():
+            record = self._models.get(name)
+            if record is None or record.removed:
+                if record is not None and record.worker is not None:
+                    await record.worker  # finish unloading the old incarnation first
+                record = ModelRecord(config=cfg)
+                self._models[name] = record
+                record.worker = asyncio.create_task(self._work(record), name=f"manage-{name}")
+            elif record.config != cfg:
+                record.config = cfg
+        await self.poll()
+
+    async def poll(self) -> None:
+        """Ask the source about every model once (in worker threads) and apply the answers."""
+        records = [r for r in self._models.values() if not r.removed]
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(None, poll_once, r.config) for r in records),
+            return_exceptions=True)
+        for record, result in zip(records, results, strict=True):
+            if record.removed:
+                continue
+            if isinstance(result, SourceError):
+                if record.source_error != result.message:
+                    log.error("model %s: %s (keeping what is loaded)", record.config.name,
+                              result.message)
+                record.source_error = result.message
+            elif isinstance(result, BaseException):
+                record.source_error = f"source failed: {result!r}"
+                log.error("model %s: %s", record.config.name, record.source_error)
+            else:
+                record.source_error = None
+                record.polled = True
+                self._set_aspired(record, result)
+        await self._notify()
+
+    async def run_polling(self, interval: float, stop: asyncio.Event) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set (interval <= 0: never)."""
+        if interval <= 0:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if not stop.is_set():
+                await self.poll()
+
+    def _set_aspired(self, record: ModelRecord, aspired: Sequence[AspiredVersion]) -> None:
+        wanted = {a.version: a.path for a in aspired}
+        changed = False
+        for v, path in wanted.items():
+            rec = record.versions.get(v)
+            if rec is None:
+                record.versions[v] = VersionRecord(version=v, path=path)
+                changed = True
+            elif not rec.aspired:
+                rec.aspired = True
+                if rec.state == State.END:  # aspired again after an unload or a failure
+                    rec.state, rec.failed, rec.error = State.START, False, None
+                changed = True
+        for v, rec in record.versions.items():
+            if v not in wanted and rec.aspired:
+                rec.aspired = False
+                changed = True
+        if changed:
+            record.wake.set()
+
+    # ---- the per-model worker ------------------------------------------------------------
+
+    async def _work(self, record: ModelRecord) -> None:
+        while True:
+            await record.wake.wait()
+            record.wake.clear()
+            while (action := self._policy(self._snapshot(record))) is not None:
+                await self._apply(record, action)
+            # Forget versions that ended and are no longer aspired (keep failures visible).
+            for v in [v for v, r in record.versions.items()
+                      if r.state == State.END and not r.aspired and not r.failed]:
+                del record.versions[v]
+            if record.removed and not any(r.loaded for r in record.versions.values()):
+                if self._models.get(record.config.name) is record:
+                    del self._models[record.config.name]
+                await self._notify()
+                return
+
+    @staticmethod
+    def _snapshot(record: ModelRecord) -> list[VersionSnapshot]:
+        return [VersionSnapshot(version=r.version, state=r.state, aspired=r.aspired,
+                                failed=r.failed) for r in record.versions.values()]
+
+    async def _apply(self, record: ModelRecord, action: Action) -> None:
+        rec = record.versions[action.version]
+        if action.kind == "load":
+            await self._load(record, rec)
+        else:
+            await self._unload(record, rec)
+
+    def _runtime_for(self, config: ModelConfig, path: Path) -> Runtime:
+        if config.platform:
+            runtime = self._runtimes.get(config.platform)
+            if runtime is None:
+                raise FailedPrecondition(
+                    f"model_platform {config.platform!r} is not available in this server "
+                    f"(installed: {sorted(self._runtimes)})")
+            return runtime
+        for runtime in self._runtimes.values():
+            if runtime.can_load(path):
+                return runtime
+        raise FailedPrecondition(
+            f"no runtime recognises {path}: expected model.onnx (+ corolla.json) "
+            "or a TensorFlow SavedModel (saved_model.pb)")
+
+    def _load_blocking(self, config: ModelConfig, rec: VersionRecord) -> LoadedVersion:
+        runtime = self._runtime_for(config, rec.path)
+        try:
+            servable: Servable = runtime.load(rec.path)
+        except CorollaError:
+            raise
+        except Exception as exc:
+            raise Internal(f"loading {rec.path} failed: {exc!r}") from exc
+        loaded = LoadedVersion(name=config.name, version=rec.version, path=rec.path,
+                               servable=servable, platform=runtime.platform)
+        try:
+            for hook in self.prepare:
+                hook(loaded)
+        except BaseException:
+            servable.close()
+            raise
+        return loaded
+
+    async def _load(self, record: ModelRecord, rec: VersionRecord) -> None:
+        name = record.config.name
+        rec.state, rec.error = State.LOADING, None
+        await self._notify()
+        loop = asyncio.get_running_loop()
+        attempts = self.options.max_load_retries + 1
+        for attempt in range(1, attempts + 1):
+            start = time.perf_counter()
+            try:
+                loaded = await loop.run_in_executor(
+                    self._executor, self._load_blocking, record.config, rec)
+            except Exception as exc:
+                err = exc if isinstance(exc, CorollaError) else Internal(repr(exc))
+                rec.error = err
+                self._hook(self.on_load, name, rec.version, time.perf_counter() - start, err)
+                log.error("model %s version %d: load attempt %d/%d failed: %s",
+                          name, rec.version, attempt, attempts, err.message)
+                await self._notify()
+                if attempt < attempts and rec.aspired and not record.removed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_unaspired(rec),
+                                               timeout=self.options.load_retry_interval)
+                if not rec.aspired or record.removed or attempt == attempts:
+                    rec.state, rec.failed = State.END, True
+                    await self._notify()
+                    return
+                continue
+            self._hook(self.on_load, name, rec.version, time.perf_counter() - start, None)
+            rec.loaded, rec.state, rec.error = loaded, State.AVAILABLE, None
+            log.info("model %s version %d is AVAILABLE (%s, %.2fs)", name, rec.version,
+                     loaded.platform, time.perf_counter() - start)
+            self._publish()
+            await self._notify()
+            return
+
+    async def _wait_unaspired(self, rec: VersionRecord) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: not rec.aspired)
+
+    async def _unload(self, record: ModelRecord, rec: VersionRecord) -> None:
+        loaded = rec.loaded
+        rec.state = State.UNLOADING
+        self._publish()  # new requests no longer see this version
+        await self._notify()
+        start = time.perf_counter()
+        if loaded is not None:
+            try:
+                await asyncio.wait_for(loaded.quiesce(), timeout=self.options.unload_drain_timeout)
+            except TimeoutError:
+                log.warning("model %s version %d: %d requests still in flight after %.0fs; "
+                            "unloading anyway", record.config.name, rec.version,
+                            loaded.inflight, self.options.unload_drain_timeout)
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, loaded.servable.close)
+        rec.loaded, rec.state = None, State.END
+        self._hook(self.on_unload, record.config.name, rec.version,
+                   time.perf_counter() - start, None)
+        log.info("model %s version %d unloaded", record.config.name, rec.version)
+        await self._notify()
+
+    @staticmethod
+    def _hook(hooks: list[LoadHook], name: str, version: int, seconds: float,
+              err: CorollaError | None) -> None:
+        for h in hooks:
+            try:
+                h(name, version, seconds, err)
+            except Exception:  # a metrics hook must never break loading
+                log.exception("load hook failed")
+
+    def _publish(self) -> None:
+        models = {}
+        for name, record in self._models.items():
+            versions = {v: r.loaded for v, r in record.versions.items()
+                        if r.state == State.AVAILABLE and r.loaded is not None}
+            labels = {k: v for k, v in record.config.version_labels.items() if v in versions}
+            models[name] = ModelEntry(name=name, versions=MappingProxyType(versions),
+                                      labels=MappingProxyType(labels))
+        self.serving_map = ServingMap(MappingProxyType(models))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return [n for n, r in self._models.items() if not r.removed]
+
+    def has_model(self, name: str) -> bool:
+        r = self._models.get(name)
+        return r is not None and not r.removed
+
+    def config(self, name: str) -> ModelConfig | None:
+        r = self._models.get(name)
+        return None if r is None or r.removed else r.config
+
+    def statuses(self, name: str) -> list[VersionStatus]:
+        record = self._models.get(name)
+        if record is None:
+            return []
+        return [VersionStatus(version=r.version, state=r.state, error=r.error)
+                for r in sorted(record.versions.values(), key=lambda r: r.version, reverse=True)]
+
+    def source_error(self, name: str) -> str | None:
+        r = self._models.get(name)
+        return None if r is None else r.source_error
+
+    def model_ready(self, name: str) -> bool:
+        entry = self.serving_map.models.get(name)
+        return entry is not None and bool(entry.versions)
+
+    def all_ready(self) -> bool:
+        names = self.model_names()
+        return bool(names) and all(self.model_ready(n) for n in names)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None
+                         ) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    async def close(self) -> None:
+        """Unload everything (shutdown): readiness is the caller's business."""
+        await self.set_configs([])
+        workers = [r.worker for r in self._models.values() if r.worker is not None]
+        for r in list(self._models.values()):
+            if r.worker is not None and not r.worker.done():
+                await r.worker
+        del workers

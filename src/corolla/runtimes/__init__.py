@@ -1,0 +1,1 @@
+"""Backends. Each module imports its framework only inside itself; see base.py."""

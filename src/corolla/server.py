@@ -1,0 +1,235 @@
+"""Wiring and lifecycle: builds every object of a running server and stops them in order.
+
+Start: thread pools -> runtimes -> manager -> prediction service -> REST (uvicorn) and gRPC
+listeners -> models load in the background (readiness tells when they are AVAILABLE).
+Stop (SIGTERM/SIGINT): readiness turns false at once; after ``shutdown_grace_seconds`` the
+listeners close; in-flight requests finish (bounded by ``drain_timeout_seconds``); models
+unload; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
+
+from corolla.batching import BatchingOptions
+from corolla.config import ModelConfig, load_model_config_file
+from corolla.errors import CorollaError
+from corolla.http.app import build_app
+from corolla.http.tfserving import TfServingRest
+from corolla.images import ImageLimits
+from corolla.repository.manager import Manager, ManagerOptions
+from corolla.runtimes.base import Runtime
+from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
+from corolla.service import PredictionService, ServiceOptions
+
+log = logging.getLogger("corolla.server")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    host: str = "0.0.0.0"
+    rest_api_port: int = 8501
+    grpc_port: int = 8500
+    models: tuple[ModelConfig, ...] = ()
+    model_config_file: str | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    cors_allowed_origins: tuple[str, ...] = ()
+    batching: BatchingOptions | None = field(default_factory=BatchingOptions)
+    onnx: OnnxOptions = field(default_factory=OnnxOptions)
+    manager: ManagerOptions = field(default_factory=ManagerOptions)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    decode_threads: int = 0  # 0: one per core
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    shutdown_grace_seconds: float = 0.0
+    drain_timeout_seconds: float = 30.0
+    access_log: bool = False
+    enable_fake_runtime: bool = False  # tests only
+    runtimes_extra: tuple[Any, ...] = ()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: CorollaServer owns the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _runtimes(options: ServerOptions) -> list[Runtime]:
+    runtimes: list[Runtime] = [OnnxRuntime(options.onnx)]
+    with contextlib.suppress(ImportError):
+        from corolla.runtimes.tensorflow import TensorflowRuntime  # type: ignore[import-not-found]
+
+        runtimes.append(TensorflowRuntime())
+    if options.enable_fake_runtime:
+        from corolla.runtimes.fake import FakeRuntime
+
+        runtimes.append(FakeRuntime())
+    runtimes.extend(options.runtimes_extra)
+    return runtimes
+
+
+class CorollaServer:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        cores = os.cpu_count() or 1
+        self.decode_pool = ThreadPoolExecutor(options.decode_threads or cores,
+                                              thread_name_prefix="decode")
+        n_infer = options.batching.num_batch_threads if options.batching else cores
+        self.infer_pool = ThreadPoolExecutor(n_infer, thread_name_prefix="infer")
+        self.load_pool = ThreadPoolExecutor(2, thread_name_prefix="load")
+        self.manager = Manager(runtimes=_runtimes(options), executor=self.load_pool,
+                               options=options.manager)
+        self.service = PredictionService(
+            self.manager,
+            options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
+                                   default_timeout=options.rest_api_timeout_in_ms / 1000),
+            decode_executor=self.decode_pool, infer_executor=self.infer_pool)
+        self.draining = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._uvicorn: _Uvicorn | None = None
+        self._grpc: Any = None
+        self.rest_port = options.rest_api_port
+        self.grpc_port = options.grpc_port
+
+    # ---- construction of the frontends ---------------------------------------------------
+
+    def rest_routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = []
+        with contextlib.suppress(ImportError):
+            from corolla.http.kserve_v2 import v2_routes  # type: ignore[import-not-found]
+
+            routes.extend(v2_routes(self.service))
+        routes.extend(TfServingRest(self.service).routes())
+        return routes
+
+    def rest_app(self) -> Any:
+        middleware = []
+        if self.options.rest_api_enable_cors_support or self.options.cors_allowed_origins:
+            middleware.append(Middleware(
+                CORSMiddleware, allow_origins=list(self.options.cors_allowed_origins) or ["*"],
+                allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]))
+        return build_app(self.rest_routes(), middleware)
+
+    def _grpc_server(self) -> Any:
+        try:
+            from corolla.grpc.server import build_grpc_server  # type: ignore[import-not-found]
+        except ImportError:
+            log.warning("gRPC frontend not available in this build")
+            return None
+        return build_grpc_server(self.service,
+                                 max_message_bytes=self.options.grpc_max_message_bytes)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.service.ready()
+
+    async def start(self) -> None:
+        opts = self.options
+        sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((opts.host, opts.rest_api_port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.rest_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.rest_app(), lifespan="off", access_log=opts.access_log, log_config=None,
+            timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
+            timeout_keep_alive=75, http="httptools", loop="none", server_header=False)
+        self._uvicorn = _Uvicorn(config)
+        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),
+                                               name="rest"))
+        if opts.grpc_port >= 0:
+            self._grpc = self._grpc_server()
+            if self._grpc is not None:
+                self.grpc_port = self._grpc.add_insecure_port(f"[::]:{opts.grpc_port}"
+                                                              if opts.grpc_port else "[::]:0")
+                await self._grpc.start()
+        log.info("REST API on %s:%d, gRPC on port %d", opts.host, self.rest_port,
+                 self.grpc_port)
+        await self.manager.set_configs(list(opts.models))
+        self._tasks.append(asyncio.create_task(
+            self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
+            name="fs-poll"))
+        if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._poll_config_file(), name="cfg-poll"))
+
+    async def _poll_config_file(self) -> None:
+        path = self.options.model_config_file
+        assert path is not None
+        last: list[ModelConfig] | None = list(self.options.models)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(),
+                                       self.options.model_config_file_poll_wait_seconds)
+            if self._stop.is_set():
+                return
+            try:
+                configs = await asyncio.to_thread(load_model_config_file, path)
+            except CorollaError as exc:
+                log.error("model config file: %s (keeping the current models)", exc.message)
+                continue
+            if configs != last:
+                log.info("model config file changed: serving %s", [c.name for c in configs])
+                last = configs
+                await self.manager.set_configs(configs)
+
+    def request_stop(self) -> None:
+        if not self.draining:
+            log.info("shutdown requested: readiness is now false")
+        self.draining = self.service.draining = True
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.draining = self.service.draining = True
+        self._stop.set()
+        if self.options.shutdown_grace_seconds > 0:
+            await asyncio.sleep(self.options.shutdown_grace_seconds)
+        grpc_stop = None
+        if self._grpc is not None:
+            grpc_stop = asyncio.create_task(self._grpc.stop(self.options.drain_timeout_seconds))
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        for t in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await t
+        if grpc_stop is not None:
+            await grpc_stop
+        await self.manager.close()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.infer_pool.shutdown(wait=True)
+        self.load_pool.shutdown(wait=True)
+        log.info("stopped")
+
+
+async def serve(options: ServerOptions) -> int:
+    server = CorollaServer(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    await server.wait_stopped()
+    return 0

@@ -1,0 +1,310 @@
+"""The prediction service: the one core that every protocol frontend calls.
+
+lookup + lease -> validate -> decode images (worker threads) -> batcher or direct run (worker
+threads) -> postprocess. REST v1, KServe V2 and both gRPC APIs are thin translators over this
+class: they turn wire formats into :data:`Tensors` (numeric numpy arrays, or object arrays of
+``bytes`` for strings and encoded images) and back. Errors are :class:`CorollaError`.
+Every coroutine here runs on the event loop; nothing blocking runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from corolla.batching import Batcher, BatchingOptions
+from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
+from corolla.images import ImageLimits, preprocess_image
+from corolla.model_dir import ModelMetadata, Signature
+from corolla.repository.manager import Manager, VersionStatus
+from corolla.repository.serving_map import LoadedVersion
+from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+    @property
+    def signature(self) -> str:
+        return self.signature_name or DEFAULT_SIGNATURE
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictResult:
+    name: str
+    version: int
+    signature_name: str
+    outputs: Tensors
+    metadata: ModelMetadata
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifyResult:
+    name: str
+    version: int
+    signature_name: str
+    # One list per example: (label, score) best first.
+    classes: list[list[tuple[str, float]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceOptions:
+    batching: BatchingOptions | None = BatchingOptions()
+    image_limits: ImageLimits = ImageLimits()
+    default_timeout: float = 30.0
+    max_batch_rows: int = 4096  # rows in one request
+
+
+class PredictionService:
+    def __init__(self, manager: Manager, *, options: ServiceOptions,
+                 decode_executor: ThreadPoolExecutor, infer_executor: ThreadPoolExecutor) -> None:
+        self.manager = manager
+        self.options = options
+        self._decode = decode_executor
+        self._infer = infer_executor
+        # Set by the server when it starts shutting down: readiness turns false at once.
+        self.draining = False
+        manager.prepare.append(self._attach_batcher)
+
+    def ready(self) -> bool:
+        """Server readiness: not draining and every configured model has a version AVAILABLE."""
+        return not self.draining and self.manager.all_ready()
+
+    def model_ready(self, name: str) -> bool:
+        return not self.draining and self.manager.model_ready(name)
+
+    # ---- lifecycle hooks ---------------------------------------------------------------
+
+    def _attach_batcher(self, loaded: LoadedVersion) -> None:
+        if self.options.batching is not None:
+            loaded.extras["batcher"] = Batcher(loaded.servable, self.options.batching,
+                                               self._infer)
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def lease(self, spec: ModelSpec) -> LoadedVersion:
+        return self.manager.serving_map.lease(spec.name, spec.version, spec.label)
+
+    def statuses(self, name: str, version: int | None = None, label: str | None = None
+                 ) -> list[VersionStatus]:
+        from corolla.errors import NotFound
+
+        if version is not None and label is not None:
+            raise InvalidArgument("Both version and version_label are set; use at most one")
+        if not self.manager.has_model(name):
+            raise NotFound(f"Could not find any versions of model {name}")
+        statuses = self.manager.statuses(name)
+        if label is not None:
+            cfg = self.manager.config(name)
+            if cfg is None or label not in cfg.version_labels:
+                raise NotFound(f"Unrecognized servable version label: {label}")
+            version = cfg.version_labels[label]
+        if version is not None:
+            statuses = [s for s in statuses if s.version == version]
+            if not statuses:
+                raise NotFound(f"Could not find version {version} of model {name}")
+        if not statuses:
+            err = self.manager.source_error(name)
+            raise NotFound(err or f"Could not find any versions of model {name}")
+        return statuses
+
+    def metadata(self, spec: ModelSpec) -> tuple[int, ModelMetadata]:
+        loaded = self.manager.serving_map.find(spec.name, spec.version, spec.label)
+        return loaded.version, loaded.metadata
+
+    # ---- prediction ----------------------------------------------------------------------
+
+    def deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (timeout if timeout is not None else self.options.default_timeout)
+
+    async def predict(self, spec: ModelSpec, inputs: dict[str, np.ndarray], *,
+                      output_filter: Sequence[str] = (), deadline: float | None = None
+                      ) -> PredictResult:
+        deadline = deadline if deadline is not None else self.deadline(None)
+        with self.lease(spec) as loaded:
+            sig = self._signature(loaded, spec)
+            filt = self._output_filter(sig, spec, output_filter)
+            prepared = await self._prepare_inputs(loaded, sig, spec, inputs)
+            outputs = await self._run(loaded, spec.signature, prepared, filt, deadline)
+            return PredictResult(name=spec.name, version=loaded.version,
+                                 signature_name=spec.signature, outputs=outputs,
+                                 metadata=loaded.metadata)
+
+    async def predict_images(self, spec: ModelSpec, images: Sequence[bytes], *,
+                             deadline: float | None = None) -> PredictResult:
+        """Encoded images (uploads) into the model's image input."""
+        with self.lease(spec) as loaded:
+            pre = loaded.metadata.preprocessing
+            if pre is None:
+                raise FailedPrecondition(
+                    f"model {spec.name} version {loaded.version} does not declare image "
+                    "preprocessing, so it cannot take encoded images")
+            arr = np.empty(len(images), dtype=object)
+            arr[:] = list(images)
+        return await self.predict(spec, {pre.input: arr}, deadline=deadline)
+
+    async def classify(self, spec: ModelSpec, inputs: dict[str, np.ndarray], *,
+                       top_k: int | None = None, deadline: float | None = None
+                       ) -> ClassifyResult:
+        result = await self.predict(spec, inputs, deadline=deadline)
+        md = result.metadata
+        if not md.labels or md.scores_output is None:
+            raise FailedPrecondition(
+                f"model {spec.name} version {result.version} is not a classifier (no labels "
+                "in its metadata); use :predict")
+        return ClassifyResult(name=result.name, version=result.version,
+                              signature_name=result.signature_name,
+                              classes=top_classes(md, result.outputs, top_k))
+
+    def _signature(self, loaded: LoadedVersion, spec: ModelSpec) -> Signature:
+        sig = loaded.metadata.signatures.get(spec.signature)
+        if sig is None:
+            raise InvalidArgument(
+                f"Serving signature name: \"{spec.signature}\" not found in signature def "
+                f"(model {spec.name} has: {sorted(loaded.metadata.signatures)})")
+        return sig
+
+    @staticmethod
+    def _output_filter(sig: Signature, spec: ModelSpec, output_filter: Sequence[str]
+                       ) -> tuple[str, ...]:
+        for name in output_filter:
+            if name not in sig.outputs:
+                raise InvalidArgument(
+                    f"output tensor alias not found in signature: {name} "
+                    f"(outputs: {sorted(sig.outputs)})")
+        return tuple(output_filter)
+
+    async def _prepare_inputs(self, loaded: LoadedVersion, sig: Signature, spec: ModelSpec,
+                              inputs: dict[str, np.ndarray]) -> Tensors:
+        unknown = sorted(set(inputs) - set(sig.inputs))
+        if unknown:
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {', '.join(unknown)} "
+                f"(model {spec.name} expects {sorted(sig.inputs)})")
+        missing = sorted(set(sig.inputs) - set(inputs))
+        if missing:
+            raise InvalidArgument(
+                f"missing input(s) {', '.join(missing)} (model {spec.name} expects "
+                f"{sorted(sig.inputs)})")
+        pre = loaded.metadata.preprocessing
+        out: Tensors = {}
+        for alias, value in inputs.items():
+            tspec = sig.inputs[alias]
+            if value.dtype == object and tspec.dtype != "string":
+                if pre is None or pre.input != alias:
+                    raise InvalidArgument(
+                        f"input {alias!r} expects {tspec.dtype} values, got strings/bytes")
+                value = await self._decode_images(value, pre)
+            else:
+                value = _coerce(alias, value, tspec.dtype,
+                                finite=pre is not None and pre.input == alias)
+            if value.ndim == 0 or value.shape[0] == 0:
+                raise InvalidArgument(f"input {alias!r} has no rows")
+            if value.shape[0] > self.options.max_batch_rows:
+                raise InvalidArgument(
+                    f"input {alias!r} has {value.shape[0]} rows; at most "
+                    f"{self.options.max_batch_rows} per request")
+            if not shape_matches(value.shape, tspec.shape):
+                raise InvalidArgument(
+                    f"input {alias!r} has shape {format_shape(value.shape)} but the model "
+                    f"expects {format_shape(tspec.shape)} (-1: any size)")
+            out[alias] = value
+        return out
+
+    async def _decode_images(self, value: np.ndarray, pre: object) -> np.ndarray:
+        from corolla.model_dir import ImagePreprocessing
+
+        assert isinstance(pre, ImagePreprocessing)
+        flat = value.reshape(-1)
+        if value.ndim != 1:
+            raise InvalidArgument(
+                f"encoded images for input {pre.input!r} must be a list of images, one per row")
+        loop = asyncio.get_running_loop()
+        limits = self.options.image_limits
+
+        def one(i: int, data: object) -> np.ndarray:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise InvalidArgument(f"image {i}: expected bytes")
+            try:
+                return preprocess_image(bytes(data), pre, limits=limits)
+            except CorollaError as exc:
+                raise type(exc)(f"image {i}: {exc.message}", exc.code) from exc
+
+        arrays = await asyncio.gather(
+            *(loop.run_in_executor(self._decode, one, i, d) for i, d in enumerate(flat)))
+        return np.stack(arrays)
+
+    async def _run(self, loaded: LoadedVersion, signature: str, inputs: Tensors,
+                   output_filter: tuple[str, ...], deadline: float) -> Tensors:
+        from corolla.errors import DeadlineExceeded
+
+        batcher = loaded.extras.get("batcher")
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise DeadlineExceeded("Deadline exceeded before the request could run")
+        if isinstance(batcher, Batcher):
+            fut = batcher.submit(inputs, deadline=deadline, signature=signature,
+                                 output_filter=output_filter)
+        else:
+            fut = asyncio.get_running_loop().run_in_executor(
+                self._infer, lambda: loaded.servable.predict(
+                    inputs, signature=signature, output_filter=output_filter))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError as exc:
+            fut.cancel()
+            raise DeadlineExceeded("Deadline exceeded while waiting for the model") from exc
+        except CorollaError:
+            raise
+        except Exception as exc:
+            raise Internal(f"inference failed: {exc!r}") from exc
+
+
+def _coerce(alias: str, value: np.ndarray, dtype: str, *, finite: bool) -> np.ndarray:
+    target = numpy_dtype(dtype)
+    if value.dtype == target:
+        out = value
+    elif target.kind == "f" and value.dtype.kind in "iub":
+        out = value.astype(target)
+    elif target.kind == "f" and value.dtype.kind == "f":
+        out = value.astype(target)
+    elif target.kind in "iu" and value.dtype.kind in "iu":
+        info = np.iinfo(target)
+        if value.size and (value.min() < info.min or value.max() > info.max):
+            raise InvalidArgument(f"input {alias!r}: values out of range for {dtype}")
+        out = value.astype(target)
+    elif target.kind == "b" and value.dtype.kind == "b":
+        out = value
+    elif target.kind == "O":
+        raise InvalidArgument(f"input {alias!r} expects strings, got {value.dtype.name} values")
+    else:
+        raise InvalidArgument(
+            f"input {alias!r} expects {dtype} values, got {value.dtype.name} values")
+    if (finite or out.dtype.kind != "f") and out.dtype.kind == "f" and not np.isfinite(out).all():
+        raise InvalidArgument(f"input {alias!r} contains NaN or infinite values")
+    return out
+
+
+def top_classes(md: ModelMetadata, outputs: Tensors, top_k: int | None
+                ) -> list[list[tuple[str, float]]]:
+    scores = outputs.get(md.scores_output or "")
+    if scores is None:
+        raise Internal("the classifier's scores output is missing from the result")
+    scores = np.asarray(scores, dtype=np.float64).reshape(scores.shape[0], -1)
+    if not md.scores_are_probabilities:
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = e / e.sum(axis=1, keepdims=True)
+    k = len(md.labels) if not top_k else max(1, min(top_k, len(md.labels)))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[(md.labels[j], float(scores[i, j])) for j in row] for i, row in enumerate(order)]
