@@ -28,8 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from corolla.errors import CorollaError, DeadlineExceeded, Internal, InvalidArgument
-from corolla.errors import ResourceExhausted, Unavailable
+from corolla.errors import (
+    CorollaError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from corolla.runtimes.base import Servable
 from corolla.tensors import Tensors
 
@@ -103,10 +109,11 @@ class Batcher:
 
     def _key(self, inputs: Tensors, signature: str, output_filter: tuple[str, ...]
              ) -> tuple[Any, ...]:
-        if self.options.pad_variable_length_inputs:
-            shapes = tuple(sorted((k, v.dtype.str, v.ndim) for k, v in inputs.items()))
-        else:
-            shapes = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        # Requests share a batch when their rows have the same shapes (or, with padding, the
+        # same ranks).
+        pad = self.options.pad_variable_length_inputs
+        shapes = tuple(sorted((k, v.dtype.str, v.ndim if pad else v.shape[1:])
+                              for k, v in inputs.items()))
         return (signature, output_filter, shapes)
 
     def submit(self, inputs: Tensors, *, deadline: float, signature: str = "serving_default",
@@ -135,10 +142,8 @@ class Batcher:
         fut: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         batch.tasks.append(_Task(inputs=inputs, rows=n, deadline=deadline, future=fut))
         batch.rows += n
-        if batch.rows >= self.options.max_batch_size:
-            self._close(batch)
-        elif self.options.eager and self._running < self.options.num_batch_threads \
-                and not self._ready:
+        idle_thread = self._running < self.options.num_batch_threads and not self._ready
+        if batch.rows >= self.options.max_batch_size or (self.options.eager and idle_thread):
             self._close(batch)
         return fut
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from corolla import __version__
 from corolla.errors import CorollaError
@@ -57,7 +58,7 @@ def default_model_base_path() -> str:
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    b = {"nargs": "?", "const": True, "type": parse_bool}
+    b: dict[str, Any] = {"nargs": "?", "const": True, "type": parse_bool}
     g = p.add_argument_group("TensorFlow Serving flags")
     g.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     g.add_argument("--rest_api_port", type=int, default=8501,
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
+    if not argv or (argv[0].startswith("--") and argv[0] not in ("--help", "-h")):
         argv = ["serve", *argv]  # tensorflow_model_server style: flags only
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -105,7 +105,8 @@ def _min_source_size(src_w: int, src_h: int, spec: ImagePreprocessing) -> tuple[
     return math.ceil(src_w * s), math.ceil(src_h * s)
 
 
-def _decode_jpeg_fast(data: bytes, im: Image.Image, spec: ImagePreprocessing) -> Image.Image | None:
+def _decode_jpeg_fast(data: bytes, im: Image.Image, spec: ImagePreprocessing
+                      ) -> Image.Image | None:
     if im.mode not in ("RGB", "L"):
         return None  # CMYK / YCCK: Pillow converts these properly
     orientation = _orientation(im)
@@ -186,7 +187,8 @@ def resize_to_spec(im: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
     return arr
 
 
-def normalize(pixels: np.ndarray, spec: ImagePreprocessing, out: np.ndarray | None = None) -> np.ndarray:
+def normalize(pixels: np.ndarray, spec: ImagePreprocessing, out: np.ndarray | None = None
+              ) -> np.ndarray:
     """uint8 (..., H, W, C) pixels to the model's input: ``(p * scale - mean) / std`` in layout."""
     if spec.dtype == "uint8":
         result = pixels

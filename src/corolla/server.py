@@ -75,7 +75,7 @@ class _Uvicorn(uvicorn.Server):
 def _runtimes(options: ServerOptions) -> list[Runtime]:
     runtimes: list[Runtime] = [OnnxRuntime(options.onnx)]
     with contextlib.suppress(ImportError):
-        from corolla.runtimes.tensorflow import TensorflowRuntime  # type: ignore[import-not-found]
+        from corolla.runtimes.tensorflow import TensorflowRuntime
 
         runtimes.append(TensorflowRuntime())
     if options.enable_fake_runtime:
@@ -115,7 +115,7 @@ class CorollaServer:
     def rest_routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         with contextlib.suppress(ImportError):
-            from corolla.http.kserve_v2 import v2_routes  # type: ignore[import-not-found]
+            from corolla.http.kserve_v2 import v2_routes
 
             routes.extend(v2_routes(self.service))
         routes.extend(TfServingRest(self.service).routes())
@@ -131,7 +131,7 @@ class CorollaServer:
 
     def _grpc_server(self) -> Any:
         try:
-            from corolla.grpc.server import build_grpc_server  # type: ignore[import-not-found]
+            from corolla.grpc.server import build_grpc_server
         except ImportError:
             log.warning("gRPC frontend not available in this build")
             return None

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,8 +60,8 @@ class ClassifyResult:
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceOptions:
-    batching: BatchingOptions | None = BatchingOptions()
-    image_limits: ImageLimits = ImageLimits()
+    batching: BatchingOptions | None = field(default_factory=BatchingOptions)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
     default_timeout: float = 30.0
     max_batch_rows: int = 4096  # rows in one request
 
@@ -275,9 +275,7 @@ def _coerce(alias: str, value: np.ndarray, dtype: str, *, finite: bool) -> np.nd
     target = numpy_dtype(dtype)
     if value.dtype == target:
         out = value
-    elif target.kind == "f" and value.dtype.kind in "iub":
-        out = value.astype(target)
-    elif target.kind == "f" and value.dtype.kind == "f":
+    elif target.kind == "f" and value.dtype.kind in "iubf":
         out = value.astype(target)
     elif target.kind in "iu" and value.dtype.kind in "iu":
         info = np.iinfo(target)

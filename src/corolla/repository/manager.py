@@ -103,15 +103,16 @@ class Manager:
                 record.removed = True
                 self._set_aspired(record, [])
         for name, cfg in wanted.items():
-            record = self._models.get(name)
-            if record is None or record.removed:
-                if record is not None and record.worker is not None:
-                    await record.worker  # finish unloading the old incarnation first
+            old = self._models.get(name)
+            if old is None or old.removed:
+                if old is not None and old.worker is not None:
+                    await old.worker  # finish unloading the old incarnation first
                 record = ModelRecord(config=cfg)
                 self._models[name] = record
                 record.worker = asyncio.create_task(self._work(record), name=f"manage-{name}")
-            elif record.config != cfg:
-                record.config = cfg
+            elif old.config != cfg:
+                old.config = cfg
+        self._publish()  # labels may have moved
         await self.poll()
 
     async def poll(self) -> None:
@@ -354,8 +355,6 @@ class Manager:
     async def close(self) -> None:
         """Unload everything (shutdown): readiness is the caller's business."""
         await self.set_configs([])
-        workers = [r.worker for r in self._models.values() if r.worker is not None]
         for r in list(self._models.values()):
             if r.worker is not None and not r.worker.done():
                 await r.worker
-        del workers

@@ -1,0 +1,43 @@
+# Two commands from a fresh clone:  `make serve`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: serve test install install-dev lint typecheck check train-default bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+# Test and training dependencies. torch is pinned to the CPU build that this machine's
+# package index provides (any other version downloads several GB of CUDA libraries).
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev,train,tensorflow]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Start the server on the embedded default model (REST :8501, gRPC :8500).
+serve: $(VENV)/.installed
+	$(VENV)/bin/corolla serve $(ARGS)
+
+## Set everything up and run the whole test suite.
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

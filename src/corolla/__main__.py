@@ -1,0 +1,7 @@
+"""``python -m corolla`` runs the command line."""
+
+import sys
+
+from corolla.cli import main
+
+sys.exit(main())
