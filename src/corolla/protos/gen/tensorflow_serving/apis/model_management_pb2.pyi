@@ -2,8 +2,7 @@ from corolla.protos.gen.tensorflow_serving.apis import status_pb2 as _status_pb2
 from corolla.protos.gen.tensorflow_serving.config import model_server_config_pb2 as _model_server_config_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 

@@ -1,7 +1,6 @@
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -11,7 +10,7 @@ class PrometheusConfig(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     enable: bool
     path: str
-    def __init__(self, enable: _Optional[bool] = ..., path: _Optional[str] = ...) -> None: ...
+    def __init__(self, enable: bool = ..., path: _Optional[str] = ...) -> None: ...
 
 class MonitoringConfig(_message.Message):
     __slots__ = ("prometheus_config",)
