@@ -277,8 +277,7 @@ def parse_batching_parameters(text: str) -> BatchingOptions:
                  "num_batch_threads"):
         if msg.HasField(name):
             kw[name] = int(getattr(msg, name).value)
-    if msg.HasField("pad_variable_length_inputs"):
-        kw["pad_variable_length_inputs"] = bool(msg.pad_variable_length_inputs)
+    kw["pad_variable_length_inputs"] = bool(msg.pad_variable_length_inputs)
     if msg.allowed_batch_sizes:
         kw["allowed_batch_sizes"] = tuple(int(x) for x in msg.allowed_batch_sizes)
     # An explicit file means TF Serving's semantics: wait for the timeout or a full batch.

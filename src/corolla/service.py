@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from corolla.batching import Batcher, BatchingOptions
+from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
 from corolla.images import ImageLimits, preprocess_image
 from corolla.model_dir import ModelMetadata, Signature
@@ -26,6 +26,7 @@ from corolla.repository.serving_map import LoadedVersion
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
 
 DEFAULT_SIGNATURE = "serving_default"
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,9 +88,18 @@ class PredictionService:
     # ---- lifecycle hooks ---------------------------------------------------------------
 
     def _attach_batcher(self, loaded: LoadedVersion) -> None:
-        if self.options.batching is not None:
-            loaded.extras["batcher"] = Batcher(loaded.servable, self.options.batching,
-                                               self._infer)
+        """Give a loading version its batcher (runs in a loader thread, before AVAILABLE).
+
+        As with TF Serving's --enable_per_model_batching_parameters, a version directory may
+        hold its own ``batching_params.pbtxt``; it applies when batching is enabled.
+        """
+        if self.options.batching is None:
+            return
+        options = self.options.batching
+        per_model = loaded.path / PER_MODEL_BATCHING_FILE
+        if per_model.is_file():
+            options = parse_batching_parameters(per_model.read_text(encoding="utf-8"))
+        loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
 
     # ---- lookups -------------------------------------------------------------------------
 
