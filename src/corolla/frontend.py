@@ -1,0 +1,120 @@
+"""Calls shared by the gRPC and KServe V2 frontends, over :class:`PredictionService`'s public API.
+
+- :func:`image_rows`: encoded images arrive as string tensors in many shapes (``[N]``, ``[N, 1]``,
+  a scalar); the service takes one image per row, so those become ``[N]`` for inputs that the
+  model declares non-string (the ones the service decodes as images).
+- KServe V2 helpers: a model and version from V2's strings, readiness, available versions,
+  metadata, and one inference call that returns what the codecs encode.
+
+Everything here runs on the event loop and only awaits the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from corolla.errors import InvalidArgument, NotFound
+from corolla.model_dir import ModelMetadata, Signature
+from corolla.protocols.kserve_v2 import InferRequest
+from corolla.repository.policy import State
+from corolla.service import ModelSpec, PredictionService
+
+
+def image_rows(metadata: ModelMetadata, spec: ModelSpec, inputs: dict[str, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+    sig = metadata.signatures.get(spec.signature)
+    if sig is None:
+        return inputs  # the service reports the unknown signature
+    out = dict(inputs)
+    for alias, arr in inputs.items():
+        tspec = sig.inputs.get(alias)
+        if arr.dtype != object or tspec is None or tspec.dtype == "string":
+            continue
+        if arr.ndim == 0:
+            out[alias] = arr.reshape(1)
+        elif arr.ndim >= 2 and all(d == 1 for d in arr.shape[1:]):
+            out[alias] = arr.reshape(arr.shape[0])
+    return out
+
+
+async def predict(service: PredictionService, spec: ModelSpec, inputs: dict[str, np.ndarray],
+                  *, output_filter: tuple[str, ...] = (), deadline: float | None = None
+                  ) -> Any:
+    """service.predict with encoded-image inputs brought to one image per row."""
+    _, metadata = service.metadata(spec)
+    return await service.predict(spec, image_rows(metadata, spec, inputs),
+                                 output_filter=output_filter, deadline=deadline)
+
+
+# ---- KServe V2 ----------------------------------------------------------------------------
+
+
+def v2_spec(name: str, version: str | None) -> ModelSpec:
+    """V2 versions are strings; empty means the latest."""
+    if not version:
+        return ModelSpec(name=name)
+    if not version.isdigit():
+        raise InvalidArgument(f"model version must be a positive integer, got {version!r}")
+    return ModelSpec(name=name, version=int(version))
+
+
+def available_versions(service: PredictionService, name: str) -> list[int]:
+    try:
+        statuses = service.statuses(name)
+    except NotFound:
+        return []
+    return sorted(s.version for s in statuses if s.state == State.AVAILABLE)
+
+
+def model_ready(service: PredictionService, name: str, version: str | None) -> bool:
+    if not version:
+        return service.model_ready(name)
+    if service.draining:
+        return False
+    try:
+        service.metadata(v2_spec(name, version))
+    except (NotFound, InvalidArgument):
+        return False
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class V2Model:
+    name: str
+    version: int
+    versions: list[int]
+    platform: str
+    signature: Signature
+
+
+def v2_model(service: PredictionService, name: str, version: str | None) -> V2Model:
+    spec = v2_spec(name, version)
+    found, metadata = service.metadata(spec)
+    versions = available_versions(service, name) or [found]
+    return V2Model(name=name, version=found, versions=versions, platform=metadata.platform,
+                   signature=metadata.default_signature)
+
+
+@dataclass(frozen=True, kw_only=True)
+class V2Result:
+    model_name: str
+    model_version: str
+    outputs: dict[str, np.ndarray]
+    order: tuple[str, ...]  # requested outputs, or all in the signature's order
+
+
+async def v2_infer(service: PredictionService, name: str, version: str | None,
+                   request: InferRequest, *, deadline: float | None = None) -> V2Result:
+    spec = v2_spec(name, version)
+    wanted = request.output_names
+    if len(set(wanted)) != len(wanted):
+        raise InvalidArgument("an output is requested twice")
+    result = await predict(service, spec, request.inputs, output_filter=wanted,
+                           deadline=deadline)
+    order = wanted or tuple(a for a in result.metadata.default_signature.outputs
+                            if a in result.outputs) or tuple(result.outputs)
+    return V2Result(model_name=result.name, model_version=str(result.version),
+                    outputs=dict(result.outputs), order=order)

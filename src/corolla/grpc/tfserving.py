@@ -1,0 +1,208 @@
+"""TF Serving's gRPC API: ``tensorflow.serving.PredictionService`` and ``ModelService``.
+
+Thin translators over :class:`PredictionService`: protos in, :class:`ModelSpec` and tensors to
+the service, protos out. String (DT_STRING) inputs of a model input that is not a string are
+encoded images, decoded by the service exactly as REST's ``{"b64": ...}`` values are. Outputs use
+the typed ``*_val`` fields, as TF Serving's do. Errors leave through :func:`handle_errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from corolla import frontend
+from corolla.config import ModelConfig, model_configs_from_proto
+from corolla.errors import Code, DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
+from corolla.grpc.errors import deadline, handle_errors
+from corolla.protocols import tensor_proto, tf_example
+from corolla.protocols.signature_def import SIGNATURE_DEF_FIELD, model_metadata_response
+from corolla.protos.gen.tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from corolla.service import ClassifyResult, ModelSpec, PredictionService
+
+log = logging.getLogger("corolla.grpc")
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def model_spec(msg: Any, has: bool = True) -> ModelSpec:
+    """A request's ``ModelSpec`` proto as the service's ModelSpec."""
+    if not has:
+        raise InvalidArgument("Missing ModelSpec")
+    which = msg.WhichOneof("version_choice")
+    return ModelSpec(name=msg.name,
+                     version=msg.version.value if which == "version" else None,
+                     label=msg.version_label if which == "version_label" else None,
+                     signature_name=msg.signature_name)
+
+
+def fill_model_spec(out: Any, name: str, version: int, signature_name: str = "") -> None:
+    out.name = name
+    out.version.value = version
+    if signature_name:
+        out.signature_name = signature_name
+
+
+def _regress_unimplemented(name: str) -> Unimplemented:
+    return Unimplemented(
+        f"Model {name} is a classifier and has no regression signature (method_name "
+        f"{REGRESS_METHOD}); use Predict or Classify")
+
+
+class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, service: PredictionService) -> None:
+        self.service = service
+
+    @handle_errors
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = model_spec(request.model_spec, request.HasField("model_spec"))
+        inputs = {alias: tensor_proto.to_numpy(tp) for alias, tp in request.inputs.items()}
+        result = await frontend.predict(self.service, spec, inputs,
+                                        output_filter=tuple(request.output_filter),
+                                        deadline=deadline(context))
+        resp = predict_pb2.PredictResponse()
+        fill_model_spec(resp.model_spec, result.name, result.version, result.signature_name)
+        for alias, array in result.outputs.items():
+            tensor_proto.from_numpy(array, out=resp.outputs[alias])
+        return resp
+
+    async def _classify(self, spec: ModelSpec, input_msg: Any, context: grpc.aio.ServicerContext
+                        ) -> ClassifyResult:
+        _, metadata = self.service.metadata(spec)
+        sig = metadata.signatures.get(spec.signature)
+        if sig is None:
+            raise InvalidArgument(f"Serving signature name: \"{spec.signature}\" not found in "
+                                  f"signature def (model {spec.name})")
+        inputs = tf_example.to_inputs(tf_example.examples_of(input_msg), sig)
+        inputs = frontend.image_rows(metadata, spec, inputs)
+        return await self.service.classify(spec, inputs, deadline=deadline(context))
+
+    @staticmethod
+    def _fill_classes(out: Any, result: ClassifyResult) -> None:
+        for row in result.classes:
+            c = out.classifications.add()
+            for label, score in row:
+                c.classes.add(label=label, score=score)
+
+    @handle_errors
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = model_spec(request.model_spec, request.HasField("model_spec"))
+        result = await self._classify(spec, request.input, context)
+        resp = classification_pb2.ClassificationResponse()
+        fill_model_spec(resp.model_spec, result.name, result.version, result.signature_name)
+        self._fill_classes(resp.result, result)
+        return resp
+
+    @handle_errors
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = model_spec(request.model_spec, request.HasField("model_spec"))
+        self.service.metadata(spec)  # NotFound first, as TF Serving answers
+        raise _regress_unimplemented(spec.name)
+
+    @handle_errors
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if not request.tasks:
+            raise InvalidArgument("MultiInferenceRequest must have at least one task")
+        specs = [model_spec(t.model_spec, t.HasField("model_spec")) for t in request.tasks]
+        if len({s.name for s in specs}) != 1:
+            raise InvalidArgument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name")
+        resp = inference_pb2.MultiInferenceResponse()
+        for task, spec in zip(request.tasks, specs, strict=True):
+            if task.method_name == REGRESS_METHOD:
+                raise _regress_unimplemented(spec.name)
+            if task.method_name != CLASSIFY_METHOD:
+                raise InvalidArgument(f"Unsupported signature method_name: {task.method_name}")
+            result = await self._classify(spec, request.input, context)
+            out = resp.results.add()
+            fill_model_spec(out.model_spec, result.name, result.version, result.signature_name)
+            self._fill_classes(out.classification_result, result)
+        return resp
+
+    @handle_errors
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = model_spec(request.model_spec, request.HasField("model_spec"))
+        if not request.metadata_field:
+            raise InvalidArgument(
+                "GetModelMetadataRequest must specify at least one metadata_field")
+        for name in request.metadata_field:
+            if name != SIGNATURE_DEF_FIELD:
+                raise InvalidArgument(f"Metadata field {name} is not supported")
+        version, metadata = self.service.metadata(spec)
+        return model_metadata_response(spec.name, version, metadata)
+
+
+async def _reload(service: PredictionService, configs: Sequence[ModelConfig],
+                  timeout: float | None) -> None:
+    """TF Serving's ReloadConfig: serve exactly ``configs``, answer once each loaded or failed."""
+    reload_config = getattr(service, "reload_config", None)
+    if reload_config is not None:
+        await reload_config(configs, timeout=timeout)
+        return
+    # Fallback until PredictionService.reload_config exists (.notes/grpc-needs.md).
+    from corolla.errors import CorollaError
+    from corolla.repository.policy import State
+
+    manager = service.manager
+    await manager.set_configs(configs)
+
+    def settled() -> bool:
+        for cfg in configs:
+            states = manager.statuses(cfg.name)
+            if not states and manager.source_error(cfg.name) is None:
+                return False
+            if any(s.state not in (State.AVAILABLE, State.END) for s in states):
+                return False
+        return True
+
+    try:
+        await manager.wait_until(settled, timeout)
+    except TimeoutError as exc:
+        raise DeadlineExceeded("ReloadConfig: models did not finish loading in time") from exc
+    for cfg in configs:
+        err = manager.source_error(cfg.name)
+        if err is not None and not manager.statuses(cfg.name):
+            raise NotFound(err)
+        for s in manager.statuses(cfg.name):
+            if s.state == State.END and isinstance(s.error, CorollaError):
+                raise s.error
+
+
+class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, service: PredictionService, *, reload_timeout: float | None = 600.0
+                 ) -> None:
+        self.service = service
+        self.reload_timeout = reload_timeout
+
+    @handle_errors
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = model_spec(request.model_spec, request.HasField("model_spec"))
+        resp = get_model_status_pb2.GetModelStatusResponse()
+        for status in self.service.statuses(spec.name, spec.version, spec.label):
+            out = resp.model_version_status.add(version=status.version, state=int(status.state))
+            err = status.error
+            out.status.error_code = err.code.value if err is not None else Code.OK.value
+            out.status.error_message = err.message if err is not None else ""
+        return resp
+
+    @handle_errors
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext
+                                        ) -> Any:
+        configs = model_configs_from_proto(request.config)
+        log.info("ReloadConfig: serving %s", [c.name for c in configs])
+        remaining = context.time_remaining()
+        timeout = remaining if remaining is not None else self.reload_timeout
+        await _reload(self.service, configs, timeout)
+        return model_management_pb2.ReloadConfigResponse()  # status: OK (the default)
