@@ -1,0 +1,119 @@
+"""KServe V2 / Open Inference Protocol REST API as Starlette routes.
+
+``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/{m}[/versions/{v}]`` (model metadata), ``.../ready`` and ``POST .../infer`` with JSON
+or the binary tensor data extension (``Inference-Header-Content-Length``). Readiness answers 200
+when ready and 400 when not, as the protocol says (a 4xx means false). BYTES inputs of an image
+model's input are encoded images, decoded server-side. Request bodies may be gzip- or
+deflate-compressed (``Content-Encoding``), as tritonclient can send them. Errors are raised as
+CorollaError and answered ``{"error": ...}`` by the app's one handler.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from corolla import frontend
+from corolla.errors import InvalidArgument
+from corolla.protocols import kserve_v2 as codec
+from corolla.service import PredictionService
+
+# Inflated request bodies larger than this are refused (a zip bomb must not exhaust memory).
+MAX_INFLATED_BYTES = 1 << 30
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise InvalidArgument(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, MAX_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise InvalidArgument(f"cannot {encoding}-decode the request body: {exc}") from exc
+    if d.unconsumed_tail:
+        raise InvalidArgument(f"the request body inflates past {MAX_INFLATED_BYTES} bytes")
+    return out
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get(codec.HEADER_LENGTH)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"{codec.HEADER_LENGTH} must be an integer, got {raw!r}") from exc
+
+
+class KServeV2Rest:
+    def __init__(self, service: PredictionService, *, server_name: str = "corolla") -> None:
+        self.service = service
+        self.server_name = server_name
+
+    def routes(self) -> list[BaseRoute]:
+        model = "/v2/models/{name}"
+        version = "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route(model, self.model_metadata, methods=["GET"]),
+            Route(version, self.model_metadata, methods=["GET"]),
+            Route(model + "/ready", self.model_ready, methods=["GET"]),
+            Route(version + "/ready", self.model_ready, methods=["GET"]),
+            Route(model + "/infer", self.infer, methods=["POST"]),
+            Route(version + "/infer", self.infer, methods=["POST"]),
+        ]
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(codec.server_metadata(self.server_name))
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.service.ready()
+        return _json({"ready": ready}, 200 if ready else 400)
+
+    async def model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        ready = frontend.model_ready(self.service, name, request.path_params.get("version"))
+        return _json({"name": name, "ready": ready}, 200 if ready else 400)
+
+    async def model_metadata(self, request: Request) -> Response:
+        m = frontend.v2_model(self.service, request.path_params["name"],
+                              request.path_params.get("version"))
+        return _json(codec.model_metadata(m.name, m.versions, m.platform, m.signature))
+
+    async def infer(self, request: Request) -> Response:
+        body = await request.body()
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            body = _inflate(body, encoding)
+        req = codec.decode_request(body, _header_length(request))
+        result = await frontend.v2_infer(self.service, request.path_params["name"],
+                                         request.path_params.get("version"), req)
+        content, header_length = codec.encode_response(
+            model_name=result.model_name, model_version=result.model_version,
+            request_id=req.id, outputs={k: result.outputs[k] for k in result.order},
+            request=req)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={codec.HEADER_LENGTH: str(header_length)})
+
+
+def v2_routes(service: PredictionService) -> list[BaseRoute]:
+    """The V2 REST routes, for the server's one Starlette app."""
+    return KServeV2Rest(service).routes()
