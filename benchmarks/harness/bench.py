@@ -1,0 +1,145 @@
+"""The suite: builds models and request bodies, measures the limit, then every server."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness import envs
+from harness.loadgen import ensure_wrk, measure
+from harness.models import build_models
+from harness.servers import BATCH_SWITCH, PEER_BATCHING, build
+from harness.workload import FORMATS, bodies_for, feature_rows, pick_photos, write_bodies
+
+WORK = envs.BENCH / ".work"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_limit(model_dir: str, photos: Path, *, seconds: float, batches: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "harness.limit", "--model-dir", model_dir, "--photos",
+           str(photos), "--seconds", str(seconds), "--batch-sizes", batches]
+    res = subprocess.run(cmd, cwd=envs.BENCH, capture_output=True, text=True, check=False)
+    for line in res.stdout.splitlines():
+        if line.startswith("LIMIT_JSON "):
+            return dict(json.loads(line[len("LIMIT_JSON "):]))
+    raise RuntimeError(f"limit failed:\n{res.stdout}\n{res.stderr}")
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "loadavg_start": os.getloadavg(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    started = dt.datetime.now()
+    ensure_wrk()
+    for s in args.servers:
+        if s != "corolla":
+            envs.ensure(s)
+    WORK.mkdir(exist_ok=True)
+    models = build_models(WORK, envs.REPO, args.flowers_model)
+    photo_paths = pick_photos(args.photos, args.n_photos)
+    photos = [p.read_bytes() for p in photo_paths]
+    rows = feature_rows(256)
+    raw_photos = write_bodies(WORK / "bodies" / "photos.bin", photos)
+    doc: dict[str, Any] = {
+        "name": args.name, "started": started.isoformat(timespec="seconds"),
+        "settings": {"quick": args.quick, "seconds": args.seconds, "warmup": args.warmup,
+                     "concurrency": args.concurrency,
+                     "tiny_concurrency": args.tiny_concurrency, "servers": args.servers,
+                     "models": args.models, "photos": len(photos),
+                     "photo_bytes_mean": sum(map(len, photos)) / len(photos)},
+        "machine": machine_info(),
+        "models": {k: v for k, v in models.items() if k in args.models},
+        "versions": {s: envs.versions(s) for s in args.servers},
+        "limit": {}, "points": [], "failures": [],
+    }
+    out_base = args.out / f"{started:%Y-%m-%d}-{args.name}"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out_base.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+
+    image_models = [m for m in args.models if models[m]["image"]]
+    if not args.no_limit:
+        for m in image_models:
+            log(f"in-process limit: {m}")
+            try:
+                doc["limit"][m] = run_limit(
+                    models[m]["version_dir"], raw_photos,
+                    seconds=max(2.0, args.seconds * 2 / 3),
+                    batches="1,32" if args.quick else "1,8,32")
+                log(f"  {doc['limit'][m]['best']}")
+            except Exception as exc:
+                doc["failures"].append({"what": f"limit {m}", "error": str(exc)})
+                log(f"  FAILED: {exc}")
+            save()
+
+    for model in args.models:
+        info = models[model]
+        conc = args.concurrency if info["image"] else args.tiny_concurrency
+        for server in args.servers:
+            variants = [True, False] if server in BATCH_SWITCH else [PEER_BATCHING[server]]
+            for batching in variants:
+                fmts = []
+                for fmt in FORMATS[server].values():
+                    bodies = bodies_for(fmt, info["image"], photos, rows)
+                    if bodies is not None:
+                        path = WORK / "bodies" / f"{server}-{fmt.name}-{model}.bin"
+                        fmts.append((fmt, write_bodies(path, bodies), bodies[0]))
+                if not fmts:
+                    continue
+                srv, port = build(server, model=model, info=info, batching=batching, work=WORK)
+                what = f"{server} {model} batching={'on' if batching else 'off'}"
+                log(f"start {what}")
+                try:
+                    srv.start()
+                    f0, _, body0 = fmts[0]
+                    srv.wait_ready(f"http://127.0.0.1:{port}{f0.path.format(model=model)}",
+                                   body0, f0.content_type)
+                    for fmt, bodies_path, _ in fmts:
+                        url = f"http://127.0.0.1:{port}{fmt.path.format(model=model)}"
+                        for c in conc:
+                            p = measure(srv, url, bodies_path, fmt.content_type, connections=c,
+                                        seconds=args.seconds, warmup=args.warmup)
+                            rec = {"model": model, "server": server, "format": fmt.name,
+                                   "batching": batching, "concurrency": c, **p.as_dict()}
+                            doc["points"].append(rec)
+                            log(f"  {fmt.name:4s} c={c:<3d} {p.rps:8.1f}/s p50 {p.p50_ms:7.1f} ms"
+                                f" p99 {p.p99_ms:7.1f} ms cpu {p.server_cpu_cores:.2f} cores"
+                                f" ({p.server_cpu_ms_per_req:.2f} ms/req) other "
+                                f"{p.other_cpu_cores:.2f} err {p.errors or ''}")
+                            save()
+                            if not srv.alive():
+                                raise RuntimeError(f"server died:\n{srv.tail()}")
+                except Exception as exc:
+                    doc["failures"].append({"what": what, "error": str(exc)[-2000:]})
+                    log(f"  FAILED: {exc}")
+                    traceback.print_exc()
+                finally:
+                    srv.stop()
+    doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    doc["machine"]["loadavg_end"] = os.getloadavg()
+    from harness.report import summarize, write_chart, write_markdown
+
+    doc["summary"] = summarize(doc)
+    save()
+    write_markdown(doc, out_base.with_suffix(".md"))
+    write_chart(doc, out_base.with_suffix(".png"))
+    log(f"wrote {out_base}.md, .png, .json")
+    return 0
