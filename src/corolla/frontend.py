@@ -4,7 +4,8 @@
   a scalar); the service takes one image per row, so those become ``[N]`` for inputs that the
   model declares non-string (the ones the service decodes as images).
 - KServe V2 helpers: a model and version from V2's strings, readiness, available versions,
-  metadata, and one inference call that returns what the codecs encode.
+  metadata, and one inference call that returns what the codecs encode (with Triton's
+  classification extension applied to outputs that ask for it).
 
 Everything here runs on the event loop and only awaits the service.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import ModelMetadata, Signature
-from corolla.protocols.kserve_v2 import InferRequest
+from corolla.protocols.kserve_v2 import InferRequest, classification, classification_count
 from corolla.repository.policy import State
 from corolla.service import ModelSpec, PredictionService
 
@@ -112,9 +113,16 @@ async def v2_infer(service: PredictionService, name: str, version: str | None,
     wanted = request.output_names
     if len(set(wanted)) != len(wanted):
         raise InvalidArgument("an output is requested twice")
+    counts = {o.name: classification_count(o) for o in request.outputs}
     result = await predict(service, spec, request.inputs, output_filter=wanted,
                            deadline=deadline)
     order = wanted or tuple(a for a in result.metadata.default_signature.outputs
                             if a in result.outputs) or tuple(result.outputs)
+    outputs = dict(result.outputs)
+    md = result.metadata
+    for name, k in counts.items():
+        if k:
+            labels = md.labels if name == md.scores_output else ()
+            outputs[name] = classification(outputs[name], labels, k)
     return V2Result(model_name=result.name, model_version=str(result.version),
-                    outputs=dict(result.outputs), order=order)
+                    outputs=outputs, order=order)

@@ -114,3 +114,16 @@ async def test_reflection(served: Served) -> None:
             "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
     files = await ask(file_containing_symbol="tensorflow.serving.PredictionService")
     assert files.file_descriptor_response.file_descriptor_proto
+
+
+async def test_classification_extension_with_tritonclient(served: Served) -> None:
+    client = triton.InferenceServerClient(f"127.0.0.1:{served.port}")
+    try:
+        img = triton.InferInput("images", [1], "BYTES")
+        img.set_data_from_numpy(np.array([jpeg((240, 240, 240))], dtype=object))
+        result = await client.infer("colours", [img], outputs=[
+            triton.InferRequestedOutput("probabilities", class_count=2)])
+        top = result.as_numpy("probabilities")
+        assert top.shape == (1, 2) and top[0, 0].decode().endswith(":3:white")
+    finally:
+        await client.close()

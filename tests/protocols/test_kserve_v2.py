@@ -257,4 +257,17 @@ def test_metadata() -> None:
                                {"name": "anything", "datatype": "BYTES", "shape": [-1]}]}
     msg = v2g.model_metadata("flowers", [1, 2], "onnx", sig)
     assert msg.platform == "onnxruntime_onnx" and list(msg.inputs[0].shape) == [-1, 224, 224, 3]
-    assert v2.server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert v2.server_metadata()["extensions"] == ["binary_tensor_data", "classification"]
+
+
+def test_classification_extension() -> None:
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)
+    out = v2.classification(scores, ["a", "b", "c"], 2)
+    assert out.shape == (2, 2)
+    assert out.tolist() == [[b"0.700000:1:b", b"0.200000:2:c"], [b"0.500000:0:a", b"0.250000:1:b"]]
+    assert v2.classification(scores, (), 1).tolist() == [[b"0.700000:1"], [b"0.500000:0"]]
+    assert v2.classification(scores, ["a"], 9).shape == (2, 3)
+    assert v2.parse_classification(b"0.700000:1:b:c") == ("b:c", 1, 0.7)
+    assert v2.parse_classification("0.5:0") == ("", 0, 0.5)
+    with pytest.raises(InvalidArgument, match="classification"):
+        v2.classification_count(v2.RequestedOutput(name="y", parameters={"classification": -1}))

@@ -8,6 +8,9 @@ flattened row-major little-endian; a BYTES element is a 4-byte little-endian len
 bytes. JSON BYTES elements are UTF-8 strings, or base64 when the input's ``content_type``
 parameter is ``base64`` (MLServer's convention), or ``{"b64": ...}`` objects (TF Serving's).
 
+An output requested with parameter ``classification: k`` comes back as Triton's classification
+extension has it: BYTES ``[batch, k]`` of ``b"score:index:label"``, best first.
+
 Responses put an output in binary when its requested ``binary_data`` parameter says so or, by
 default, when the request parameter ``binary_data_output`` is true; binary outputs carry
 ``binary_data_size`` and no ``data``. The gRPC side is :mod:`corolla.protocols.kserve_v2_grpc`.
@@ -32,7 +35,7 @@ from corolla.tensors import FROM_V2_DTYPE, V2_DTYPES, dtype_name, numpy_dtype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_ELEMENTS = 1 << 28
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "classification")
 # V2's platform names for Corolla's runtimes.
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel"}
 
@@ -318,6 +321,35 @@ def encode_response(*, model_name: str, model_version: str, request_id: str,
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def classification(scores: np.ndarray, labels: Sequence[str], k: int) -> np.ndarray:
+    """Triton's classification output: the top ``k`` of each row as ``b"score:index:label"``."""
+    rows = scores.reshape(scores.shape[0], -1) if scores.ndim else scores.reshape(1, 1)
+    k = min(k, rows.shape[1])
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    out = np.empty((rows.shape[0], k), dtype=object)
+    for i, row in enumerate(order):
+        for j, idx in enumerate(row):
+            text = f"{float(rows[i, idx]):f}:{idx}"
+            out[i, j] = (f"{text}:{labels[idx]}" if idx < len(labels) else text).encode()
+    return out
+
+
+def classification_count(output: RequestedOutput) -> int:
+    """The ``classification`` parameter of a requested output (0 when absent)."""
+    k = output.parameters.get("classification", 0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InvalidArgument(
+            f"output {output.name!r}: classification must be a positive integer, got {k!r}")
+    return k
+
+
+def parse_classification(entry: bytes | str) -> tuple[str, int, float]:
+    """``b"0.98:2:daisy"`` -> ("daisy", 2, 0.98); the label is "" when the model has none."""
+    text = entry.decode("utf-8") if isinstance(entry, bytes) else entry
+    score, index, *label = text.split(":", 2)
+    return (label[0] if label else ""), int(index), float(score)
 
 
 # ---- metadata -----------------------------------------------------------------------------
