@@ -32,13 +32,12 @@ IGNORED_TF_FLAGS = (
     "flush_filesystem_caches", "tensorflow_session_parallelism",
     "tensorflow_session_config_file", "use_alts_credentials", "platform_config_file",
     "per_process_gpu_memory_fraction", "grpc_channel_arguments", "grpc_max_threads",
-    "num_request_iterations_for_warmup", "remove_unused_fields_from_bundle_metagraph",
+    "remove_unused_fields_from_bundle_metagraph",
     "prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool",
     "enable_signature_method_name_check", "xla_cpu_compilation_enabled", "enable_profiler",
     "thread_pool_factory_config_file", "mixed_precision", "skip_initialize_tpu",
     "enable_per_model_batching_parameters", "allow_version_labels_for_unavailable_models",
     "saved_model_tags", "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
-    "enable_model_warmup", "ssl_config_file", "monitoring_config_file",
 )  # fmt: skip
 
 
@@ -82,6 +81,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
     g.add_argument("--version", dest="print_version", action="store_true",
                    help="print the version and exit")
+    g.add_argument("--monitoring_config_file", default=None,
+                   help="MonitoringConfig in text format: prometheus_config { enable: true "
+                        "path: ... } serves metrics at that path (default "
+                        "/monitoring/prometheus/metrics)")
+    g.add_argument("--ssl_config_file", default=None,
+                   help="SSLConfig in text format (PEM contents inline) for the gRPC port")
+    g.add_argument("--enable_model_warmup", default=True, **b,
+                   help="run each new ONNX version once before it turns AVAILABLE")
+    g.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
     for flag in IGNORED_TF_FLAGS:
         g.add_argument(f"--{flag}", default=None, help=argparse.SUPPRESS)
     c = p.add_argument_group("Corolla flags")
@@ -104,6 +112,37 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="after the listeners close, wait this long for in-flight requests")
     c.add_argument("--access_log", default=False, **b)
     c.add_argument("--log_level", default="INFO")
+    o = p.add_argument_group("Corolla operations and security flags (docs/operations.md)")
+    o.add_argument("--log_format", default="text", choices=["text", "json"])
+    o.add_argument("--enable_metrics", default=True, **b,
+                   help="Prometheus metrics at /metrics on the REST port (default true)")
+    o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
+                   help="larger REST bodies are refused with 413 (0: no limit)")
+    o.add_argument("--max_concurrent_requests", type=int, default=0,
+                   help="REST + gRPC requests served at once; beyond: 429 / "
+                        "RESOURCE_EXHAUSTED (0: no limit)")
+    o.add_argument("--http_header_timeout_seconds", type=float, default=15.0,
+                   help="close connections whose request headers take longer (slowloris)")
+    o.add_argument("--http_body_timeout_seconds", type=float, default=120.0,
+                   help="close connections whose request body takes longer to arrive")
+    o.add_argument("--api_keys_file", default=None,
+                   help="API keys, one per line, optionally followed by the models they may "
+                        "call; re-read when it changes")
+    o.add_argument("--api_keys_env", default="COROLLA_API_KEYS",
+                   help="environment variable with comma-separated API keys for every model "
+                        "(default COROLLA_API_KEYS; used when set and non-empty)")
+    o.add_argument("--auth_open_endpoints", default="health",
+                   help="endpoints that need no API key: comma-separated from health, "
+                        "metrics; or none (default health)")
+    o.add_argument("--ssl_certfile", default=None, help="PEM certificate: TLS on REST and gRPC")
+    o.add_argument("--ssl_keyfile", default=None, help="PEM private key of --ssl_certfile")
+    o.add_argument("--ssl_ca_certs", default=None,
+                   help="PEM CA bundle for client certificates")
+    o.add_argument("--ssl_client_verify", default=False, **b,
+                   help="require client certificates signed by --ssl_ca_certs (mutual TLS)")
+    o.add_argument("--allowed_model_roots", default="",
+                   help="comma-separated directories that every model base path and version "
+                        "directory must resolve into")
 
 
 def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> object:
@@ -147,6 +186,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
             batching = BatchingOptions(num_batch_threads=cores,
                                        eager=args.batch_dispatch == "eager")
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
+    ops = _ops_options(args, env, models)
     return ServerOptions(
         host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
         models=tuple(models), model_config_file=args.model_config_file,
@@ -163,8 +203,66 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         drain_timeout_seconds=args.drain_timeout_seconds,
         access_log=args.access_log,
+        **ops,
         enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
     )
+
+
+def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any]
+                 ) -> dict[str, Any]:
+    """ServerOptions fields for metrics, limits, auth, TLS, warmup and model roots."""
+    from corolla.http.limits import HttpLimits
+    from corolla.metrics import parse_monitoring_config
+    from corolla.tls import load_ssl_config_file, load_tls_files
+    from corolla.warmup import WarmupOptions
+
+    metrics_paths = ["/metrics"] if args.enable_metrics else []
+    if args.monitoring_config_file:
+        try:
+            text = Path(args.monitoring_config_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CorollaError(f"cannot read --monitoring_config_file: {exc}") from exc
+        enabled, path = parse_monitoring_config(text, args.monitoring_config_file)
+        if enabled:
+            metrics_paths.append(path)
+    open_endpoints = {e.strip() for e in args.auth_open_endpoints.split(",") if e.strip()}
+    unknown = open_endpoints - {"health", "metrics", "none"}
+    if unknown:
+        raise CorollaError(f"--auth_open_endpoints: unknown {sorted(unknown)} "
+                           "(health, metrics, none)")
+    env_keys = tuple(k.strip() for k in env.get(args.api_keys_env, "").split(",") if k.strip())
+    if args.ssl_keyfile and not args.ssl_certfile:
+        raise CorollaError("--ssl_keyfile needs --ssl_certfile")
+    if args.ssl_client_verify and not args.ssl_ca_certs:
+        raise CorollaError("--ssl_client_verify needs --ssl_ca_certs")
+    rest_tls = None
+    if args.ssl_certfile:
+        rest_tls = load_tls_files(args.ssl_certfile, args.ssl_keyfile or args.ssl_certfile,
+                                  args.ssl_ca_certs, args.ssl_client_verify)
+    grpc_tls = load_ssl_config_file(args.ssl_config_file) if args.ssl_config_file else rest_tls
+    roots = tuple(r.strip() for r in args.allowed_model_roots.split(",") if r.strip())
+    if roots:
+        from corolla.confine import check_configs
+
+        check_configs(models, roots)
+    if args.api_keys_file and not os.path.isfile(args.api_keys_file):
+        raise CorollaError(f"--api_keys_file {args.api_keys_file} does not exist")
+    return {
+        "metrics_paths": tuple(metrics_paths),
+        "http_limits": HttpLimits(max_body_bytes=args.max_request_body_bytes,
+                                  max_concurrent_requests=args.max_concurrent_requests,
+                                  header_timeout=args.http_header_timeout_seconds,
+                                  body_timeout=args.http_body_timeout_seconds),
+        "auth_keys_file": args.api_keys_file,
+        "auth_keys": env_keys,
+        "auth_open_health": "health" in open_endpoints,
+        "auth_open_metrics": "metrics" in open_endpoints,
+        "rest_tls": rest_tls,
+        "grpc_tls": grpc_tls,
+        "warmup": WarmupOptions(enabled=args.enable_model_warmup,
+                                iterations=max(1, args.num_request_iterations_for_warmup)),
+        "allowed_model_roots": roots,
+    }
 
 
 def _default_intra(batching: object) -> int:
@@ -180,9 +278,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_version:
         print(f"corolla {__version__}")
         return 0
+    from corolla.logging_setup import configure_logging
     from corolla.server import ServerOptions, serve
 
-    logging.getLogger().setLevel(args.log_level.upper())
+    configure_logging(args.log_level, args.log_format)
     try:
         options = build_server_options(args, dict(os.environ))
     except CorollaError as exc:

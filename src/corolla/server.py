@@ -21,20 +21,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from corolla.auth import KeyStore
 from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig, load_model_config_file
 from corolla.errors import CorollaError
 from corolla.http.app import build_app
+from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
+from corolla.http.limits import HttpLimits, LimitsMiddleware, guarded_protocol
+from corolla.http.observe import ObserveMiddleware
 from corolla.http.tfserving import TfServingRest
 from corolla.images import ImageLimits
+from corolla.logging_setup import ModelEvents
+from corolla.metrics import Metrics
 from corolla.repository.manager import Manager, ManagerOptions
 from corolla.runtimes.base import Runtime
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
 from corolla.service import PredictionService, ServiceOptions
+from corolla.tls import TlsFiles
+from corolla.warmup import WarmupOptions, warmup_hook
 
 log = logging.getLogger("corolla.server")
 
@@ -61,6 +68,18 @@ class ServerOptions:
     drain_timeout_seconds: float = 30.0
     access_log: bool = False
     enable_fake_runtime: bool = False  # tests only
+    # Operations and security (docs/operations.md).
+    metrics_paths: tuple[str, ...] = ("/metrics",)  # () turns the metrics endpoint off
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
+    auth_keys_file: str | None = None
+    auth_keys: tuple[str, ...] = ()  # keys for every model (from the environment)
+    auth_open_health: bool = True
+    auth_open_metrics: bool = False
+    auth_reload_seconds: float = 2.0
+    rest_tls: TlsFiles | None = None
+    grpc_tls: TlsFiles | None = None
+    warmup: WarmupOptions = field(default_factory=WarmupOptions)
+    allowed_model_roots: tuple[str, ...] = ()
     runtimes_extra: tuple[Any, ...] = ()
 
 
@@ -83,6 +102,10 @@ def _runtimes(options: ServerOptions) -> list[Runtime]:
 
         runtimes.append(FakeRuntime())
     runtimes.extend(options.runtimes_extra)
+    if options.allowed_model_roots:
+        from corolla.confine import ConfinedRuntime
+
+        runtimes = [ConfinedRuntime(r, options.allowed_model_roots) for r in runtimes]
     return runtimes
 
 
@@ -102,6 +125,15 @@ class CorollaServer:
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
                                    default_timeout=options.rest_api_timeout_in_ms / 1000),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool)
+        self.metrics = Metrics()
+        self.metrics.instrument(self.service)
+        events = ModelEvents()
+        self.manager.on_load.append(events.on_load)
+        self.manager.on_unload.append(events.on_unload)
+        self.manager.prepare.append(warmup_hook(options.warmup, self.metrics))
+        self.keys: KeyStore | None = None
+        if options.auth_keys_file or options.auth_keys:
+            self.keys = KeyStore(path=options.auth_keys_file, static=options.auth_keys)
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -119,15 +151,37 @@ class CorollaServer:
 
             routes.extend(v2_routes(self.service))
         routes.extend(TfServingRest(self.service).routes())
+        routes.extend(health_routes(self.service, skip=route_paths(routes)))
+        routes.extend(metrics_routes(self.metrics, self.options.metrics_paths))
         return routes
 
+    def open_paths(self) -> frozenset[str]:
+        """Paths that need no API key and are not subject to the request limits."""
+        paths: set[str] = set()
+        if self.options.auth_open_health:
+            paths.update(HEALTH_PATHS)
+        if self.options.auth_open_metrics:
+            paths.update(self.options.metrics_paths)
+        return frozenset(paths)
+
     def rest_app(self) -> Any:
-        middleware = []
-        if self.options.rest_api_enable_cors_support or self.options.cors_allowed_origins:
-            middleware.append(Middleware(
-                CORSMiddleware, allow_origins=list(self.options.cors_allowed_origins) or ["*"],
-                allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"]))
-        return build_app(self.rest_routes(), middleware)
+        """Starlette app wrapped (outermost first) in observe -> limits -> CORS -> auth."""
+        opts = self.options
+        app: Any = build_app(self.rest_routes())
+        if self.keys is not None:
+            from corolla.http.auth import AuthMiddleware
+
+            app = AuthMiddleware(app, self.keys, open_paths=self.open_paths())
+        if opts.rest_api_enable_cors_support or opts.cors_allowed_origins:
+            app = CORSMiddleware(
+                app, allow_origins=list(opts.cors_allowed_origins) or ["*"],
+                allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
+                expose_headers=["x-request-id"])
+        app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight,
+                               frozenset([*HEALTH_PATHS, *opts.metrics_paths]))
+        return ObserveMiddleware(app, metrics=self.metrics, known_model=self.manager.has_model,
+                                 draining=lambda: self.service.draining,
+                                 access_log_enabled=opts.access_log)
 
     def _grpc_server(self) -> Any:
         try:
@@ -135,8 +189,16 @@ class CorollaServer:
         except ImportError:
             log.warning("gRPC frontend not available in this build")
             return None
+        from corolla.interceptors import OpsInterceptor
+
+        ops = OpsInterceptor(metrics=self.metrics, keys=self.keys,
+                             known_model=self.manager.has_model,
+                             max_concurrent_requests=self.options.http_limits
+                             .max_concurrent_requests,
+                             health_open=self.options.auth_open_health)
         return build_grpc_server(self.service,
-                                 max_message_bytes=self.options.grpc_max_message_bytes)
+                                 max_message_bytes=self.options.grpc_max_message_bytes,
+                                 interceptors=[ops])
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -151,21 +213,40 @@ class CorollaServer:
         sock.listen(2048)
         sock.setblocking(False)
         self.rest_port = sock.getsockname()[1]
+        limits = opts.http_limits
+        tls_factory = None
+        if opts.rest_tls is not None:
+            from corolla.tls import rest_ssl_context
+
+            ctx = rest_ssl_context(opts.rest_tls)
+            tls_factory = lambda config, default: ctx  # noqa: E731
         config = uvicorn.Config(
-            self.rest_app(), lifespan="off", access_log=opts.access_log, log_config=None,
+            self.rest_app(), lifespan="off", access_log=False, log_config=None,
             timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
-            timeout_keep_alive=75, http="httptools", loop="none", server_header=False)
+            timeout_keep_alive=75, loop="none", server_header=False,
+            http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+            ssl_context_factory=tls_factory)
         self._uvicorn = _Uvicorn(config)
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),
                                                name="rest"))
         if opts.grpc_port >= 0:
             self._grpc = self._grpc_server()
             if self._grpc is not None:
-                self.grpc_port = self._grpc.add_insecure_port(f"[::]:{opts.grpc_port}"
-                                                              if opts.grpc_port else "[::]:0")
+                address = f"[::]:{opts.grpc_port}" if opts.grpc_port else "[::]:0"
+                if opts.grpc_tls is not None:
+                    from corolla.tls import grpc_server_credentials
+
+                    self.grpc_port = self._grpc.add_secure_port(
+                        address, grpc_server_credentials(opts.grpc_tls))
+                else:
+                    self.grpc_port = self._grpc.add_insecure_port(address)
                 await self._grpc.start()
-        log.info("REST API on %s:%d, gRPC on port %d", opts.host, self.rest_port,
-                 self.grpc_port)
+        log.info("REST API on %s:%d%s, gRPC on port %d%s", opts.host, self.rest_port,
+                 " (TLS)" if opts.rest_tls else "", self.grpc_port,
+                 " (TLS)" if opts.grpc_tls else "")
+        if self.keys is not None and opts.auth_keys_file:
+            self._tasks.append(asyncio.create_task(
+                self.keys.watch(opts.auth_reload_seconds, self._stop), name="keys-watch"))
         await self.manager.set_configs(list(opts.models))
         self._tasks.append(asyncio.create_task(
             self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
@@ -185,6 +266,10 @@ class CorollaServer:
                 return
             try:
                 configs = await asyncio.to_thread(load_model_config_file, path)
+                if self.options.allowed_model_roots:
+                    from corolla.confine import check_configs
+
+                    check_configs(configs, self.options.allowed_model_roots)
             except CorollaError as exc:
                 log.error("model config file: %s (keeping the current models)", exc.message)
                 continue

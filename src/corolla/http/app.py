@@ -29,6 +29,7 @@ def error_response(message: str, status: int, headers: dict[str, str] | None = N
 
 async def _corolla_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CorollaError)
+    request.scope["corolla.code"] = exc.code.name  # the status label of request metrics
     if exc.http_status >= 500:
         log.error("%s %s -> %s: %s", request.method, request.url.path, exc.code.name,
                   exc.message, exc_info=exc.__cause__ is not None)

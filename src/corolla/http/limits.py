@@ -1,0 +1,196 @@
+"""REST limits: request body size (413), concurrent requests (429), slow clients (408/close).
+
+:class:`LimitsMiddleware` is pure ASGI. A declared ``Content-Length`` above the limit is refused
+before any of the body is read; a chunked body is counted as the application reads it and the
+read that crosses the limit raises HTTP 413 (answered by the app's error handler). Requests
+beyond ``max_concurrent_requests`` (REST and gRPC together) are answered 429 at once; health and
+metrics paths are never limited.
+
+Slow clients (slowloris): uvicorn bounds idle keep-alive connections but not a request whose
+headers or body trickle in, nor a connection that never sends anything. :func:`guarded_protocol`
+subclasses uvicorn's httptools protocol with two deadlines per request: the headers must be
+complete within ``header_timeout`` of the connection opening (or of the first byte of the next
+request on a keep-alive connection), and the body within ``body_timeout`` of the headers. A
+connection that misses one gets a 408 (when no response has started) and is closed; the
+application sees a disconnect. The timers live on the event loop: two ``call_later`` per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from corolla.metrics import Inflight
+
+log = logging.getLogger("corolla.limits")
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpLimits:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # 0: unlimited
+    max_concurrent_requests: int = 0  # REST + gRPC; 0: unlimited
+    header_timeout: float = 15.0  # 0: none
+    body_timeout: float = 120.0  # 0: none
+
+
+async def send_error(send: Any, status: int, message: str,
+                     headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """A complete ``{"error": message}`` JSON response from pure ASGI code."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitsMiddleware:
+    def __init__(self, app: Any, limits: HttpLimits, inflight: Inflight,
+                 exempt_paths: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.max_body = limits.max_body_bytes
+        self.max_concurrent = limits.max_concurrent_requests
+        self.inflight = inflight
+        self.exempt = exempt_paths
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        inflight = self.inflight
+        if self.max_concurrent and inflight.total >= self.max_concurrent:
+            scope["corolla.code"] = "RESOURCE_EXHAUSTED"
+            await send_error(send, 429, f"Too many concurrent requests (the limit is "
+                                        f"{self.max_concurrent}); retry later")
+            return
+        max_body = self.max_body
+        if max_body:
+            length = None
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    length = value
+                    break
+            if length is not None:
+                try:
+                    n = int(length)
+                except ValueError:
+                    n = -1
+                if n > max_body:
+                    scope["corolla.code"] = "RESOURCE_EXHAUSTED"
+                    await send_error(send, 413, f"Request body of {n} bytes exceeds the limit "
+                                                f"of {max_body} bytes",
+                                     headers=[(b"connection", b"close")])
+                    return
+            elif scope["method"] in ("POST", "PUT", "PATCH"):
+                receive = _counting_receive(receive, max_body, scope)
+        inflight.rest += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            inflight.rest -= 1
+
+
+def _counting_receive(receive: Any, limit: int, scope: dict[str, Any]) -> Any:
+    seen = 0
+
+    async def counted() -> dict[str, Any]:
+        nonlocal seen
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                scope["corolla.code"] = "RESOURCE_EXHAUSTED"
+                raise HTTPException(413, f"Request body exceeds the limit of {limit} bytes")
+        return message
+
+    return counted
+
+
+_408 = json.dumps({"error": "Request timeout: the client sent the request too slowly"}).encode()
+_408_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                 b"connection: close\r\ncontent-length: " + str(len(_408)).encode()
+                 + b"\r\n\r\n" + _408)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body deadlines (see module docstring)."""
+
+    header_timeout: float = 15.0
+    body_timeout: float = 120.0
+
+    _guard: asyncio.TimerHandle | None = None
+    _in_headers = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._in_headers = True
+        self._arm(self.header_timeout)
+
+    def _arm(self, timeout: float) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+        self._guard = self.loop.call_later(timeout, self._expired) if timeout > 0 else None
+
+    def _disarm(self) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:  # the next request on a keep-alive connection
+            self._in_headers = True
+            self._arm(self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._arm(self.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if not self._in_headers:
+            self._disarm()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _expired(self) -> None:
+        self._guard = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._in_headers:
+            # A previous response may still be going out (pipelining): then just close.
+            may_answer = cycle is None or cycle.response_complete
+        else:
+            may_answer = cycle is not None and not cycle.response_started
+        if may_answer:
+            transport.write(_408_RESPONSE)
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's receive() now reports a disconnect
+            cycle.message_event.set()
+        log.info("closing a connection from %s: %s not received in time",
+                 f"{self.client[0]}:{self.client[1]}" if self.client else "?",
+                 "request headers" if self._in_headers else "request body")
+        transport.close()
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with these deadlines."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"header_timeout": header_timeout, "body_timeout": body_timeout})
