@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
+from corolla.config import ModelConfig
 from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
 from corolla.images import ImageLimits, preprocess_image
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import Manager, VersionStatus
+from corolla.repository.policy import State
 from corolla.repository.serving_map import LoadedVersion
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
 
@@ -100,6 +102,29 @@ class PredictionService:
         if per_model.is_file():
             options = parse_batching_parameters(per_model.read_text(encoding="utf-8"))
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
+
+    async def reload_config(self, configs: Sequence[ModelConfig], *,
+                            timeout: float | None = None) -> None:
+        """TF Serving's ReloadConfig: serve exactly ``configs``; return once every model's
+        aspired versions are AVAILABLE, or raise the error of one that failed to load (or of
+        a base path that cannot be read); DEADLINE_EXCEEDED past ``timeout``."""
+        from corolla.errors import DeadlineExceeded, NotFound
+
+        await self.manager.set_configs(configs)
+        names = [c.name for c in configs]
+        try:
+            await self.manager.wait_until(
+                lambda: all(self.manager.settled(n) for n in names), timeout)
+        except TimeoutError as exc:
+            raise DeadlineExceeded("ReloadConfig: models did not finish loading in time") from exc
+        for name in names:
+            statuses = self.manager.statuses(name)
+            err = self.manager.source_error(name)
+            if err is not None and not statuses:
+                raise NotFound(err)
+            for s in statuses:
+                if s.state == State.END and s.error is not None:
+                    raise s.error
 
     # ---- lookups -------------------------------------------------------------------------
 

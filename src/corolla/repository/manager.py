@@ -339,6 +339,20 @@ class Manager:
         r = self._models.get(name)
         return None if r is None else r.source_error
 
+    def settled(self, name: str) -> bool:
+        """The source has answered and every aspired version is AVAILABLE or has failed."""
+        r = self._models.get(name)
+        if r is None or r.removed:
+            return True
+        if not r.polled:
+            return r.source_error is not None
+        return all(v.state in (State.AVAILABLE, State.END)
+                   for v in r.versions.values() if v.aspired)
+
+    def available_versions(self, name: str) -> list[int]:
+        entry = self.serving_map.models.get(name)
+        return sorted(entry.versions) if entry is not None else []
+
     def model_ready(self, name: str) -> bool:
         entry = self.serving_map.models.get(name)
         return entry is not None and bool(entry.versions)
