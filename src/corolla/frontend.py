@@ -20,7 +20,6 @@ import numpy as np
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.protocols.kserve_v2 import InferRequest, classification, classification_count
-from corolla.repository.policy import State
 from corolla.service import ModelSpec, PredictionService
 
 
@@ -63,11 +62,7 @@ def v2_spec(name: str, version: str | None) -> ModelSpec:
 
 
 def available_versions(service: PredictionService, name: str) -> list[int]:
-    try:
-        statuses = service.statuses(name)
-    except NotFound:
-        return []
-    return sorted(s.version for s in statuses if s.state == State.AVAILABLE)
+    return service.manager.available_versions(name)
 
 
 def model_ready(service: PredictionService, name: str, version: str | None) -> bool:

@@ -5,7 +5,7 @@ GRPCInferenceService, grpc.health.v1 and server reflection; the caller adds port
 
     server = build_grpc_server(service, max_message_bytes=64 << 20)
     port = server.add_insecure_port("[::]:8500")
-    # or: server.add_secure_port("[::]:8500", ssl_server_credentials(ssl_config))
+    # or server.add_secure_port(address, credentials) for TLS (corolla.tls builds them)
     await server.start()
 
 Reflection serves Corolla's descriptors from a pool built here, since the generated modules
@@ -57,14 +57,6 @@ def reflection_pool() -> Any:
                    health_pb2, reflection_pb2):
         _add_file(pool, module.DESCRIPTOR, seen)
     return pool
-
-
-def ssl_server_credentials(ssl_config: Any) -> grpc.ServerCredentials:
-    """Server credentials from TF Serving's SSLConfig (PEM contents, not file names)."""
-    return grpc.ssl_server_credentials(
-        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
-        root_certificates=ssl_config.custom_ca.encode() or None,
-        require_client_auth=bool(ssl_config.client_verify))
 
 
 def build_grpc_server(service: PredictionService, *, max_message_bytes: int,

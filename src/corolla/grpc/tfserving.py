@@ -9,14 +9,13 @@ the typed ``*_val`` fields, as TF Serving's do. Errors leave through :func:`hand
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from corolla import frontend
-from corolla.config import ModelConfig, model_configs_from_proto
-from corolla.errors import Code, DeadlineExceeded, InvalidArgument, NotFound, Unimplemented
+from corolla.config import model_configs_from_proto
+from corolla.errors import Code, InvalidArgument, Unimplemented
 from corolla.grpc.errors import deadline, handle_errors
 from corolla.protocols import tensor_proto, tf_example
 from corolla.protocols.signature_def import SIGNATURE_DEF_FIELD, model_metadata_response
@@ -144,42 +143,6 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         return model_metadata_response(spec.name, version, metadata)
 
 
-async def _reload(service: PredictionService, configs: Sequence[ModelConfig],
-                  timeout: float | None) -> None:
-    """TF Serving's ReloadConfig: serve exactly ``configs``, answer once each loaded or failed."""
-    reload_config = getattr(service, "reload_config", None)
-    if reload_config is not None:
-        await reload_config(configs, timeout=timeout)
-        return
-    # Fallback until PredictionService.reload_config exists (.notes/grpc-needs.md).
-    from corolla.errors import CorollaError
-    from corolla.repository.policy import State
-
-    manager = service.manager
-    await manager.set_configs(configs)
-
-    def settled() -> bool:
-        for cfg in configs:
-            states = manager.statuses(cfg.name)
-            if not states and manager.source_error(cfg.name) is None:
-                return False
-            if any(s.state not in (State.AVAILABLE, State.END) for s in states):
-                return False
-        return True
-
-    try:
-        await manager.wait_until(settled, timeout)
-    except TimeoutError as exc:
-        raise DeadlineExceeded("ReloadConfig: models did not finish loading in time") from exc
-    for cfg in configs:
-        err = manager.source_error(cfg.name)
-        if err is not None and not manager.statuses(cfg.name):
-            raise NotFound(err)
-        for s in manager.statuses(cfg.name):
-            if s.state == State.END and isinstance(s.error, CorollaError):
-                raise s.error
-
-
 class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, service: PredictionService, *, reload_timeout: float | None = 600.0
                  ) -> None:
@@ -204,5 +167,5 @@ class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
         log.info("ReloadConfig: serving %s", [c.name for c in configs])
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None else self.reload_timeout
-        await _reload(self.service, configs, timeout)
+        await self.service.reload_config(configs, timeout=timeout)
         return model_management_pb2.ReloadConfigResponse()  # status: OK (the default)
