@@ -27,6 +27,7 @@ import numpy as np
 
 from corolla.errors import Code, CorollaError, InvalidArgument
 from corolla.protocols import kserve_v2, kserve_v2_grpc, tensor_proto
+from corolla.protocols import kserve_v2_tensors as v2t
 
 PROTOCOLS = ("rest", "grpc", "v2", "v2-grpc")
 TopK = list[tuple[str, float]]
@@ -170,8 +171,8 @@ class Client:
         """V2 REST with every tensor in binary; ``outputs``: name -> extra parameters."""
         items, blobs = [], []
         for name, arr in inputs.items():
-            raw = kserve_v2.to_raw(arr)
-            items.append({"name": name, "datatype": kserve_v2.datatype_of(arr),
+            raw = v2t.to_raw(arr)
+            items.append({"name": name, "datatype": v2t.datatype_of(arr),
                           "shape": list(arr.shape), "parameters": {"binary_data_size": len(raw)}})
             blobs.append(raw)
         doc: dict[str, Any] = {"inputs": items, "parameters": {"binary_data_output": True}}
@@ -193,11 +194,11 @@ class Client:
                     data = [x.encode() for x in data]
                     out[o["name"]] = np.array(data, dtype=object).reshape(shape)
                 else:
-                    dtype = kserve_v2.numpy_of(o["datatype"])
+                    dtype = v2t.numpy_of(o["datatype"])
                     out[o["name"]] = np.array(data, dtype=dtype).reshape(shape)
                 continue
             size = int(o["parameters"]["binary_data_size"])
-            out[o["name"]] = kserve_v2.from_raw(o["name"], o["datatype"], shape,
+            out[o["name"]] = v2t.from_raw(o["name"], o["datatype"], shape,
                                                 body[offset:offset + size])
             offset += size
         return out
@@ -234,7 +235,7 @@ class Client:
         out = infer(model, {md["inputs"][0]["name"]: arr}, version=version,
                     outputs={output: {"classification": k}})
         return [[(label or str(index), score)
-                 for label, index, score in map(kserve_v2.parse_classification, row)]
+                 for label, index, score in map(v2t.parse_classification, row)]
                 for row in out[output].reshape(len(images), -1)]
 
     # ---- one question, any protocol ------------------------------------------------------

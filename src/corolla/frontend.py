@@ -19,7 +19,8 @@ import numpy as np
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import ModelMetadata, Signature
-from corolla.protocols.kserve_v2 import InferRequest, classification, classification_count
+from corolla.protocols.kserve_v2 import InferRequest, classification_count
+from corolla.protocols.kserve_v2_tensors import classification
 from corolla.service import ModelSpec, PredictionService
 
 

@@ -14,6 +14,7 @@ from corolla.errors import InvalidArgument
 from corolla.model_dir import Signature, TensorSpec
 from corolla.protocols import kserve_v2 as v2
 from corolla.protocols import kserve_v2_grpc as v2g
+from corolla.protocols import kserve_v2_tensors as v2t
 from corolla.protos.gen import grpc_predict_v2_pb2 as pb
 
 with warnings.catch_warnings():
@@ -45,15 +46,15 @@ def _body(doc: dict) -> bytes:
 @pytest.mark.parametrize("datatype", sorted(SAMPLES))
 def test_raw_round_trip(datatype: str) -> None:
     a = SAMPLES[datatype]
-    b = v2.from_raw("x", datatype, a.shape, v2.to_raw(a))
-    assert b.shape == a.shape and v2.datatype_of(b) == datatype
+    b = v2t.from_raw("x", datatype, a.shape, v2t.to_raw(a))
+    assert b.shape == a.shape and v2t.datatype_of(b) == datatype
     np.testing.assert_array_equal(a, b)
 
 
 def test_bytes_wire_format_matches_triton() -> None:
     a = SAMPLES["BYTES"]
-    assert v2.serialize_bytes(a) == triton_utils.serialize_byte_tensor(a).item()
-    assert v2.serialize_bytes(np.array([b"ab"], dtype=object)) == struct.pack("<I", 2) + b"ab"
+    assert v2t.serialize_bytes(a) == triton_utils.serialize_byte_tensor(a).item()
+    assert v2t.serialize_bytes(np.array([b"ab"], dtype=object)) == struct.pack("<I", 2) + b"ab"
 
 
 @pytest.mark.parametrize("datatype", [d for d in sorted(SAMPLES) if d != "FP16"])
@@ -262,12 +263,12 @@ def test_metadata() -> None:
 
 def test_classification_extension() -> None:
     scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)
-    out = v2.classification(scores, ["a", "b", "c"], 2)
+    out = v2t.classification(scores, ["a", "b", "c"], 2)
     assert out.shape == (2, 2)
     assert out.tolist() == [[b"0.700000:1:b", b"0.200000:2:c"], [b"0.500000:0:a", b"0.250000:1:b"]]
-    assert v2.classification(scores, (), 1).tolist() == [[b"0.700000:1"], [b"0.500000:0"]]
-    assert v2.classification(scores, ["a"], 9).shape == (2, 3)
-    assert v2.parse_classification(b"0.700000:1:b:c") == ("b:c", 1, 0.7)
-    assert v2.parse_classification("0.5:0") == ("", 0, 0.5)
+    assert v2t.classification(scores, (), 1).tolist() == [[b"0.700000:1"], [b"0.500000:0"]]
+    assert v2t.classification(scores, ["a"], 9).shape == (2, 3)
+    assert v2t.parse_classification(b"0.700000:1:b:c") == ("b:c", 1, 0.7)
+    assert v2t.parse_classification("0.5:0") == ("", 0, 0.5)
     with pytest.raises(InvalidArgument, match="classification"):
         v2.classification_count(v2.RequestedOutput(name="y", parameters={"classification": -1}))

@@ -4,7 +4,7 @@ Inputs arrive either all in ``raw_input_contents`` (one entry per input, in orde
 tritonclient sends) or each in its typed ``contents`` field; FP16 has no typed field and must be
 raw. Outputs go back in ``raw_output_contents`` by default, as Triton does (``raw=False`` uses the
 typed fields, which FP16 outputs cannot use). Raw encodings are those of
-:mod:`corolla.protocols.kserve_v2`.
+:mod:`corolla.protocols.kserve_v2_tensors`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import numpy as np
 
 from corolla.errors import InvalidArgument
 from corolla.model_dir import Signature
-from corolla.protocols.kserve_v2 import (
+from corolla.protocols.kserve_v2 import PLATFORMS, InferRequest, RequestedOutput
+from corolla.protocols.kserve_v2_tensors import (
     MAX_ELEMENTS,
-    PLATFORMS,
-    InferRequest,
-    RequestedOutput,
     check_shape,
     datatype_of,
     element_count,
