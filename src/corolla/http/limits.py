@@ -128,6 +128,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     _guard: asyncio.TimerHandle | None = None
     _in_headers = False
+    _begun = False  # bytes of the current request have arrived
+    _last_request = False  # shutdown: answer the request being received, then close
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -146,14 +148,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._begun = True
         if not self._in_headers:  # the next request on a keep-alive connection
             self._in_headers = True
             self._arm(self.header_timeout)
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
+        self._in_headers = self._begun = False
         self._arm(self.body_timeout)
         super().on_headers_complete()
+        if self._last_request and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: a request whose first bytes have arrived is still answered."""
+        if self._in_headers and self._begun and (self.cycle is None
+                                                 or self.cycle.response_complete):
+            self._last_request = True  # bounded by the header timeout
+            return
+        super().shutdown()
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -1,0 +1,199 @@
+"""The REST operations middlewares in process (ASGI transport): request ids, metrics labels,
+auth 401/403, body size 413, concurrency 429, health and metrics endpoints, draining."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ops_process import fake_model, predict_body, scrape
+
+from corolla.config import ModelConfig
+from corolla.http.limits import HttpLimits
+from corolla.server import CorollaServer, ServerOptions
+
+Make = Callable[..., Awaitable[tuple[CorollaServer, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Make]:
+    made: list[tuple[CorollaServer, httpx.AsyncClient]] = []
+
+    async def factory(**kw: Any) -> tuple[CorollaServer, httpx.AsyncClient]:
+        fake_model(tmp_path / "m", 1, **kw.pop("spec", {}))
+        fake_model(tmp_path / "other", 1)
+        opts = ServerOptions(models=(ModelConfig(name="m", base_path=str(tmp_path / "m")),
+                                     ModelConfig(name="other",
+                                                 base_path=str(tmp_path / "other"))),
+                             enable_fake_runtime=True, grpc_port=-1, **kw)
+        server = CorollaServer(opts)
+        await server.manager.set_configs(list(opts.models))
+        await server.manager.wait_until(server.ready, 10)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=server.rest_app()),
+                                   base_url="http://corolla")
+        made.append((server, client))
+        return server, client
+
+    yield factory
+    for server, client in made:
+        await client.aclose()
+        await server.manager.close()
+        server.infer_pool.shutdown()
+        server.decode_pool.shutdown()
+        server.load_pool.shutdown()
+
+
+async def test_request_id_is_echoed_or_made(make: Make) -> None:
+    _, c = await make()
+    r = await c.post("/v1/models/m:predict", json=predict_body(),
+                     headers={"x-request-id": "abc-123"})
+    assert r.status_code == 200
+    assert r.headers["x-request-id"] == "abc-123"
+    r1, r2 = await c.get("/healthz"), await c.get("/healthz")
+    assert r1.headers["x-request-id"] != r2.headers["x-request-id"]
+    bad = await c.get("/healthz", headers={"x-request-id": "no spaces allowed"})
+    assert bad.headers["x-request-id"] != "no spaces allowed"
+
+
+async def test_metrics_status_labels_follow_the_canonical_code(make: Make) -> None:
+    server, c = await make()
+    for _ in range(3):
+        assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
+    r = await c.post("/v1/models/m:predict", json={"instances": [[1, 2]]})  # wrong shape
+    assert r.status_code == 400
+    r = await c.post("/v1/models/nope:predict", json=predict_body())
+    assert r.status_code == 404
+    r = await c.post("/v1/models/m:classify", json={"examples": [{"x": [1, 2, 3, 4]}]})
+    assert r.status_code == 200
+    m = scrape((await c.get("/metrics")).text)
+    assert m[':tensorflow:serving:request_count{model_name="m",status="OK"}'] == 4
+    assert m[':tensorflow:serving:request_count{model_name="m",status="INVALID_ARGUMENT"}'] == 1
+    # Unknown model names share one label value: a client cannot grow the series without bound.
+    assert m[':tensorflow:serving:request_count{model_name="_unknown",status="NOT_FOUND"}'] == 1
+    assert m[':tensorflow:serving:request_latency_count{model_name="m",API="Predict",'
+             'entrypoint="REST"}'] == 4
+    assert m[':tensorflow:serving:request_latency_count{model_name="m",API="Classify",'
+             'entrypoint="REST"}'] == 1
+    assert m[':tensorflow:serving:runtime_latency_count{model_name="m",API="Predict",'
+             'runtime="fake"}'] == 4
+    assert m[':tensorflow:serving:batching_session:queuing_latency_count'
+             '{thread_pool_name="m"}'] == 4
+    assert m['corolla_model_versions{model_name="m",state="AVAILABLE"}'] == 1
+    assert m["corolla_server_ready"] == 1
+    assert m['corolla_inflight_requests{entrypoint="REST"}'] == 0
+    assert "process_resident_memory_bytes" in m
+
+
+async def test_auth_401_403_200_and_open_health(make: Make, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("all-models-key\nonly-other other  # a comment\n")
+    _, c = await make(auth_keys_file=str(keys))
+    r = await c.post("/v1/models/m:predict", json=predict_body())
+    assert r.status_code == 401 and r.json()["error"].startswith("Missing API key")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    r = await c.post("/v1/models/m:predict", json=predict_body(),
+                     headers={"authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json() == {"error": "Invalid API key"}
+    r = await c.post("/v1/models/m:predict", json=predict_body(),
+                     headers={"authorization": "Bearer only-other"})
+    assert r.status_code == 403
+    r = await c.post("/v1/models/other:predict", json=predict_body(),
+                     headers={"x-api-key": "only-other"})
+    assert r.status_code == 200
+    r = await c.post("/v1/models/m:predict", json=predict_body(),
+                     headers={"authorization": "bearer all-models-key"})
+    assert r.status_code == 200
+    assert (await c.get("/v2/health/ready")).status_code == 200  # health is open by default
+    assert (await c.get("/readyz")).status_code == 200
+    assert (await c.get("/metrics")).status_code == 401  # metrics are not, by default
+    m = await c.get("/metrics", headers={"x-api-key": "all-models-key"})
+    assert ':tensorflow:serving:request_count{model_name="m",status="UNAUTHENTICATED"} 2.0' \
+        in m.text
+    assert 'status="PERMISSION_DENIED"} 1.0' in m.text
+
+
+async def test_auth_open_metrics_and_closed_health(make: Make) -> None:
+    _, c = await make(auth_keys=("k",), auth_open_health=False, auth_open_metrics=True)
+    assert (await c.get("/metrics")).status_code == 200
+    assert (await c.get("/healthz")).status_code == 401
+    assert (await c.get("/healthz", headers={"x-api-key": "k"})).status_code == 200
+
+
+async def test_body_limit_413_by_content_length_and_by_chunks(make: Make) -> None:
+    _, c = await make(http_limits=HttpLimits(max_body_bytes=1000))
+    big = {"instances": [[1.0, 2.0, 3.0, 4.0]] * 200}
+    r = await c.post("/v1/models/m:predict", json=big)
+    assert r.status_code == 413 and "exceeds the limit of 1000 bytes" in r.json()["error"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"instances": ['
+        for _ in range(200):
+            yield b"[1.0, 2.0, 3.0, 4.0],"
+        yield b"[1.0, 2.0, 3.0, 4.0]]}"
+
+    r = await c.post("/v1/models/m:predict", content=chunks(),
+                     headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
+    assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
+
+
+async def test_concurrency_limit_429(make: Make) -> None:
+    _, c = await make(spec={"predict_seconds": 0.5},
+                      http_limits=HttpLimits(max_concurrent_requests=2))
+    results = await asyncio.gather(
+        *(c.post("/v1/models/m:predict", json=predict_body()) for _ in range(5)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 200, 429, 429, 429]
+    assert all("Too many concurrent requests" in r.json()["error"]
+               for r in results if r.status_code == 429)
+    # Health is never limited, even at the limit.
+    slow = [asyncio.create_task(c.post("/v1/models/m:predict", json=predict_body()))
+            for _ in range(2)]
+    await asyncio.sleep(0.1)
+    assert (await c.get("/readyz")).status_code == 200
+    await asyncio.gather(*slow)
+
+
+async def test_deadline_504(make: Make) -> None:
+    _, c = await make(spec={"predict_seconds": 1.0}, rest_api_timeout_in_ms=200)
+    r = await c.post("/v1/models/m:predict", json=predict_body())
+    assert r.status_code == 504 and "Deadline exceeded" in r.json()["error"]
+
+
+async def test_readiness_and_draining(make: Make) -> None:
+    server, c = await make()
+    r = await c.get("/readyz")
+    assert r.status_code == 200 and r.json() == {"ready": True}
+    assert (await c.get("/readyz", params={"model": "m"})).json() == {"model": "m",
+                                                                      "ready": True}
+    assert (await c.get("/readyz", params={"model": "zz"})).status_code == 404
+    server.request_stop()
+    r = await c.get("/readyz")
+    assert r.status_code == 503 and r.json()["draining"] is True
+    assert (await c.get("/v2/health/ready")).status_code != 200
+    assert (await c.get("/healthz")).status_code == 200  # still live
+    # Requests are still served while draining, and ask the client to drop the connection.
+    r = await c.post("/v1/models/m:predict", json=predict_body())
+    assert r.status_code == 200 and r.headers["connection"] == "close"
+
+
+async def test_cors_preflight_passes_auth(make: Make) -> None:
+    _, c = await make(auth_keys=("k",), cors_allowed_origins=("https://app.example",))
+    r = await c.options("/v1/models/m:predict", headers={
+        "origin": "https://app.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    r = await c.options("/v1/models/m:predict", headers={
+        "origin": "https://evil.example", "access-control-request-method": "POST"})
+    assert r.status_code == 400
+    # A 401 still carries the CORS headers, so that the browser can show it.
+    r = await c.post("/v1/models/m:predict", json=predict_body(),
+                     headers={"origin": "https://app.example"})
+    assert r.status_code == 401
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
