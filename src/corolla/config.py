@@ -66,6 +66,8 @@ class ModelConfig:
 
 def resolve_base_path(base_path: str, relative_to: Path | None = None) -> str:
     """Absolute path for a base path; ``file://`` prefixes are accepted as TF Serving does."""
+    if not base_path:
+        raise InvalidArgument("base_path is empty")
     if base_path.startswith("file://"):
         base_path = base_path[len("file://"):]
     if "://" in base_path:
@@ -104,7 +106,8 @@ def model_configs_from_proto(server_config: Any, relative_to: Path | None = None
         seen.add(c.name)
         out.append(ModelConfig(
             name=c.name,
-            base_path=resolve_base_path(c.base_path, relative_to),
+            # Empty stays empty so that ModelConfig names the model in its error.
+            base_path=resolve_base_path(c.base_path, relative_to) if c.base_path else "",
             platform=c.model_platform,
             version_policy=_policy_from_proto(c.model_version_policy),
             version_labels={str(k): int(v) for k, v in c.version_labels.items()},

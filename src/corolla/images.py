@@ -129,6 +129,9 @@ def _decode_jpeg_fast(data: bytes, im: Image.Image, spec: ImagePreprocessing
     out = Image.fromarray(arr, "RGB")
     if orientation in _TRANSPOSE:
         out = out.transpose(_TRANSPOSE[orientation])
+    # resize_to_spec takes crop and pad geometry from the full size: the downscaled size is
+    # rounded up to whole pixels, and rounding from it would shift the result by a pixel.
+    out.info["source_size"] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     return out
 
 
@@ -153,6 +156,9 @@ def decode(
             im.seek(0)  # GIF/WebP: the first frame
             im.load()
             im = ImageOps.exif_transpose(im) or im
+            if im.mode.startswith("I;16"):
+                # 16-bit grayscale: Pillow's convert clips at 255; keep the high byte instead.
+                im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8), "L")
             mode = "L" if spec is not None and spec.channels == 1 else "RGB"
             if im.mode in ("P", "PA", "LA", "La", "I;16", "I", "F") and mode == "RGB":
                 im = im.convert("RGBA")
@@ -165,16 +171,19 @@ def resize_to_spec(im: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
     """Resize/crop/pad a decoded image to the spec's size: uint8 array (H, W, C)."""
     resample = _RESAMPLE[spec.interpolation]
     w, h = im.size
+    sw, sh = im.info.get("source_size", (w, h))  # before a DCT downscale (decode's fast path)
     if spec.resize == "squash":
         out = im.resize((spec.width, spec.height), resample)
     elif spec.resize == "center_crop":
-        s = max(spec.height / spec.crop_fraction / h, spec.width / spec.crop_fraction / w)
-        cw, ch = spec.width / s, spec.height / s
-        left, top = (w - cw) / 2, (h - ch) / 2
-        out = im.resize((spec.width, spec.height), resample, box=(left, top, left + cw, top + ch))
+        s = max(spec.height / spec.crop_fraction / sh, spec.width / spec.crop_fraction / sw)
+        cw, ch = spec.width / s * w / sw, spec.height / s * h / sh
+        # Clamped: rounding may put an edge a hair outside the image, which Pillow refuses.
+        left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)
+        box = (left, top, min(float(w), left + cw), min(float(h), top + ch))
+        out = im.resize((spec.width, spec.height), resample, box=box)
     else:  # pad
-        s = min(spec.height / h, spec.width / w)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        s = min(spec.height / sh, spec.width / sw)
+        nw, nh = max(1, round(sw * s)), max(1, round(sh * s))
         canvas = Image.new(im.mode, (spec.width, spec.height))
         canvas.paste(im.resize((nw, nh), resample), ((spec.width - nw) // 2,
                                                        (spec.height - nh) // 2))

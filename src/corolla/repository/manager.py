@@ -102,6 +102,7 @@ class Manager:
             if name not in wanted and not record.removed:
                 record.removed = True
                 self._set_aspired(record, [])
+                record.wake.set()  # even with nothing to unload, the worker must end
         for name, cfg in wanted.items():
             old = self._models.get(name)
             if old is None or old.removed:
