@@ -67,7 +67,7 @@ def run_suite(args: argparse.Namespace) -> int:
         "machine": machine_info(),
         "models": {k: v for k, v in models.items() if k in args.models},
         "versions": {s: envs.versions(s) for s in args.servers},
-        "limit": {}, "points": [], "failures": [],
+        "limit": {}, "points": [], "failures": [], "sample_answers": {},
     }
     out_base = args.out / f"{started:%Y-%m-%d}-{args.name}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,8 +110,10 @@ def run_suite(args: argparse.Namespace) -> int:
                 try:
                     srv.start()
                     f0, _, body0 = fmts[0]
-                    srv.wait_ready(f"http://127.0.0.1:{port}{f0.path.format(model=model)}",
-                                   body0, f0.content_type)
+                    answer = srv.wait_ready(
+                        f"http://127.0.0.1:{port}{f0.path.format(model=model)}", body0,
+                        f0.content_type)
+                    doc["sample_answers"][f"{server} {model}"] = answer[:300]
                     for fmt, bodies_path, _ in fmts:
                         url = f"http://127.0.0.1:{port}{fmt.path.format(model=model)}"
                         for c in conc:

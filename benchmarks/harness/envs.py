@@ -20,7 +20,8 @@ VENVS = BENCH / ".venvs"
 COMMON = ["onnxruntime==1.32.0", "simplejpeg==1.9.0", "pillow==13.0.0", "numpy==2.4.6"]
 PEERS: dict[str, list[str]] = {
     "kserve": ["kserve==0.21.0"],
-    "mlserver": ["mlserver==1.7.1"],
+    # uvloop 0.22+ raises in asyncio.get_event_loop(), which MLServer 1.7 workers call.
+    "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0"],
     "bentoml": ["bentoml==1.4.40"],
     "litserve": ["litserve==0.2.19"],
     "fastapi": ["fastapi==0.163.2", "uvicorn[standard]==0.54.0"],

@@ -77,8 +77,8 @@ class Server:
             return ""
 
     def wait_ready(self, url: str, body: bytes, content_type: str, timeout: float = 180.0
-                   ) -> None:
-        """Until one real request answers 200 (the model is loaded and serving)."""
+                   ) -> str:
+        """Until one real request answers 200 (the model is loaded and serving); its body."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -89,8 +89,7 @@ class Server:
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     if resp.status == 200:
-                        resp.read()
-                        return
+                        return resp.read().decode(errors="replace")
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
             except (OSError, ValueError) as exc:

@@ -48,6 +48,7 @@ BATCH_WAIT_S = env_float("BENCH_BATCH_WAIT_MS", 2.0) / 1000
 class Model:
     def __init__(self, model_dir: str | None = None) -> None:
         d = Path(model_dir or os.environ["BENCH_MODEL_DIR"])
+        self.dir = str(d)
         md = json.loads((d / "corolla.json").read_text())
         self.pre = md.get("preprocessing")
         self.labels = md.get("labels", [])
@@ -66,6 +67,13 @@ class Model:
             self._a = np.asarray([p["scale"] / s for s in p["std"]], np.float32)
             self._b = np.asarray(
                 [-m / s for m, s in zip(p["mean"], p["std"], strict=True)], np.float32)
+
+    # Servers that spawn workers pickle the model (KServe): each worker loads its own session.
+    def __getstate__(self) -> dict[str, str]:
+        return {"dir": self.dir}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["dir"])  # type: ignore[misc]
 
     # ---- images ----------------------------------------------------------------------------
 
