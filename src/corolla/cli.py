@@ -37,7 +37,6 @@ IGNORED_TF_FLAGS = (
     "enable_signature_method_name_check", "xla_cpu_compilation_enabled", "enable_profiler",
     "thread_pool_factory_config_file", "mixed_precision", "skip_initialize_tpu",
     "enable_per_model_batching_parameters", "allow_version_labels_for_unavailable_models",
-    "saved_model_tags", "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
 )  # fmt: skip
 
 
@@ -88,8 +87,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl_config_file", default=None,
                    help="SSLConfig in text format (PEM contents inline) for the gRPC port")
     g.add_argument("--enable_model_warmup", default=True, **b,
-                   help="run each new ONNX version once before it turns AVAILABLE")
+                   help="before a version turns AVAILABLE, run each new ONNX version once and "
+                        "replay a SavedModel's assets.extra/tf_serving_warmup_requests")
     g.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
+    g.add_argument("--saved_model_tags", default="serve",
+                   help="comma-separated tags of the SavedModel MetaGraph to load (default serve)")
+    g.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="TensorFlow threads per op (default 0: one per core)")
+    g.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="TensorFlow ops run side by side (default 0: TensorFlow decides)")
     for flag in IGNORED_TF_FLAGS:
         g.add_argument(f"--{flag}", default=None, help=argparse.SUPPRESS)
     c = p.add_argument_group("Corolla flags")
@@ -151,6 +157,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
     from corolla.images import ImageLimits
     from corolla.repository.manager import ManagerOptions
     from corolla.runtimes.onnx import OnnxOptions
+    from corolla.runtimes.tensorflow import TensorflowOptions
     from corolla.server import ServerOptions
 
     for flag in IGNORED_TF_FLAGS:
@@ -196,6 +203,13 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         cors_allowed_origins=origins, batching=batching,
         onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads or _default_intra(batching)),
+        tensorflow=TensorflowOptions(
+            intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+            inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+            saved_model_tags=tuple(t.strip() for t in args.saved_model_tags.split(",")
+                                   if t.strip()),
+            enable_model_warmup=args.enable_model_warmup,
+            warmup_iterations=max(1, args.num_request_iterations_for_warmup)),
         manager=ManagerOptions(policy=args.version_policy_mode,
                                max_load_retries=args.max_num_load_retries,
                                load_retry_interval=args.load_retry_interval_micros / 1e6),

@@ -39,6 +39,7 @@ from corolla.metrics import Metrics
 from corolla.repository.manager import Manager, ManagerOptions
 from corolla.runtimes.base import Runtime
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
+from corolla.runtimes.tensorflow import TensorflowOptions, TensorflowRuntime
 from corolla.service import PredictionService, ServiceOptions
 from corolla.tls import TlsFiles
 from corolla.warmup import WarmupOptions, warmup_hook
@@ -60,6 +61,7 @@ class ServerOptions:
     cors_allowed_origins: tuple[str, ...] = ()
     batching: BatchingOptions | None = field(default_factory=BatchingOptions)
     onnx: OnnxOptions = field(default_factory=OnnxOptions)
+    tensorflow: TensorflowOptions = field(default_factory=TensorflowOptions)
     manager: ManagerOptions = field(default_factory=ManagerOptions)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     decode_threads: int = 0  # 0: one per core
@@ -93,10 +95,8 @@ class _Uvicorn(uvicorn.Server):
 
 def _runtimes(options: ServerOptions) -> list[Runtime]:
     runtimes: list[Runtime] = [OnnxRuntime(options.onnx)]
-    with contextlib.suppress(ImportError):
-        from corolla.runtimes.tensorflow import TensorflowRuntime
-
-        runtimes.append(TensorflowRuntime())
+    # Imports TensorFlow only when it loads a SavedModel version.
+    runtimes.append(TensorflowRuntime(options.tensorflow))
     if options.enable_fake_runtime:
         from corolla.runtimes.fake import FakeRuntime
 

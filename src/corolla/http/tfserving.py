@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound, Unimplemented
 from corolla.protocols import tfserving_rest as codec
+from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService
 
 _URL = re.compile(
@@ -99,6 +100,14 @@ class TfServingRest:
                          signature_name=sig_name)
         if verb == "predict":
             return await self._predict_json(request, spec, doc)
+        method = tf_inference.CLASSIFY_METHOD if verb == "classify" else tf_inference.REGRESS_METHOD
+        if tf_inference.wants_examples(self.service.metadata(spec)[1], sig_name, method):
+            # A SavedModel signature that parses serialized tf.Examples, as TF Serving runs it.
+            res = await tf_inference.run_examples(
+                self.service, spec, tf_inference.serialize_json_request(doc), method)
+            if res.classifications is not None:
+                return json_response(tf_inference.classify_json(res.classifications))
+            return json_response(tf_inference.regress_json(res.regressions or []))
         if verb == "classify":
             return await self._classify(request, spec, doc)
         raise Unimplemented(
