@@ -203,12 +203,7 @@ class PredictionService:
                               classes=top_classes(md, result.outputs, top_k))
 
     def _signature(self, loaded: LoadedVersion, spec: ModelSpec) -> Signature:
-        sig = loaded.metadata.signatures.get(spec.signature)
-        if sig is None:
-            raise InvalidArgument(
-                f"Serving signature name: \"{spec.signature}\" not found in signature def "
-                f"(model {spec.name} has: {sorted(loaded.metadata.signatures)})")
-        return sig
+        return find_signature(loaded.metadata, spec)
 
     @staticmethod
     def _output_filter(sig: Signature, spec: ModelSpec, output_filter: Sequence[str]
@@ -304,6 +299,15 @@ class PredictionService:
             raise
         except Exception as exc:
             raise Internal(f"inference failed: {exc!r}") from exc
+
+
+def find_signature(md: ModelMetadata, spec: ModelSpec) -> Signature:
+    sig = md.signatures.get(spec.signature)
+    if sig is None:
+        raise InvalidArgument(
+            f"Serving signature name: \"{spec.signature}\" not found in signature def "
+            f"(model {spec.name} has: {sorted(md.signatures)})")
+    return sig
 
 
 def _coerce(alias: str, value: np.ndarray, dtype: str, *, finite: bool) -> np.ndarray:

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from corolla.errors import InvalidArgument, NotFound, Unimplemented
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
-from corolla.service import ModelSpec, PredictionService
+from corolla.service import ModelSpec, PredictionService, find_signature
 
 _URL = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -117,7 +117,7 @@ class TfServingRest:
     async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
                             ) -> Response:
         _, md = self.service.metadata(spec)
-        sig = md.signatures.get(spec.signature)
+        sig = find_signature(md, spec)  # before parsing: it decides the single-input shorthand
         inputs, row = codec.parse_predict(doc, sig)
         top_k = _top_k(request, doc)
         result = await self.service.predict(spec, inputs)

@@ -36,7 +36,7 @@ def loads(body: bytes) -> dict[str, Any]:
         # standard parser, which does.
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: too deep
             raise InvalidArgument(f"JSON Parse error: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidArgument("JSON Value: the request body must be a JSON object")

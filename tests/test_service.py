@@ -1,0 +1,187 @@
+"""The prediction service in process (corolla.service): batching on and off, bad neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from corolla.batching import BatchingOptions
+from corolla.demo_model import LABELS, write_demo_version
+from corolla.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from corolla.repository.manager import Manager
+from corolla.runtimes.fake import FakeRuntime, FakeServable, write_fake_version
+from corolla.runtimes.onnx import OnnxRuntime
+from corolla.service import ModelSpec, PredictionService, ServiceOptions
+
+ServiceFactory = Callable[[BatchingOptions | None], "asyncio.Future[PredictionService]"]
+
+
+def jpeg(rgb: tuple[int, int, int], size: tuple[int, int] = (30, 20)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def images(*datas: bytes) -> np.ndarray:
+    arr = np.empty(len(datas), dtype=object)
+    arr[:] = list(datas)
+    return arr
+
+
+@pytest.fixture
+async def make_service(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    colors = tmp_path / "colors"
+    write_demo_version(colors, 1, size=16)
+    write_fake_version(tmp_path / "fake", 1, labels=["a", "b", "c", "d"])
+    write_fake_version(tmp_path / "slow", 1, predict_seconds=0.3)
+    pools: list[ThreadPoolExecutor] = []
+    managers: list[Manager] = []
+
+    async def make(batching: BatchingOptions | None) -> PredictionService:
+        from corolla.config import ModelConfig
+
+        load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
+        pools.extend([load, decode, infer])
+        manager = Manager(runtimes=[OnnxRuntime(), FakeRuntime()], executor=load)
+        managers.append(manager)
+        service = PredictionService(
+            manager,
+            options=ServiceOptions(batching=batching),
+            decode_executor=decode,
+            infer_executor=infer,
+        )
+        await manager.set_configs(
+            [ModelConfig(name=n, base_path=str(tmp_path / n)) for n in ("colors", "fake", "slow")]
+        )
+        await manager.wait_until(manager.all_ready, timeout=20)
+        return service
+
+    yield make
+    for m in managers:
+        await asyncio.wait_for(m.close(), 10)
+    for p in pools:
+        p.shutdown(wait=False, cancel_futures=True)
+
+
+BATCHING = BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000, eager=False)
+
+
+def colour_inputs() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    out: list[dict[str, np.ndarray]] = []
+    for rows in (1, 3, 2, 1, 1):
+        out.append({"images": rng.uniform(0, 1, (rows, 16, 16, 3)).astype(np.float32)})
+    out.append({"images": images(jpeg((200, 10, 10)), jpeg((10, 10, 200)))})
+    return out
+
+
+async def test_results_identical_with_batching_on_and_off(
+    make_service: Callable[..., object],
+) -> None:
+    spec = ModelSpec(name="colors")
+    results = {}
+    for name, batching in (("off", None), ("on", BATCHING)):
+        service = await make_service(batching)  # type: ignore[misc]
+        outs = await asyncio.gather(*(service.predict(spec, x) for x in colour_inputs()))
+        results[name] = [o.outputs["probabilities"] for o in outs]
+        if batching is not None:
+            batcher = service.manager.serving_map.find("colors").extras["batcher"]
+            assert batcher is not None
+    for off, on in zip(results["off"], results["on"], strict=True):
+        assert off.shape == on.shape
+        np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)
+    assert [LABELS[i] for i in results["on"][-1].argmax(axis=1)] == ["red", "blue"]
+
+
+async def test_requests_share_a_batch_and_results_match(
+    make_service: Callable[..., object],
+) -> None:
+    service: PredictionService = await make_service(BATCHING)  # type: ignore[misc]
+    servable = service.manager.serving_map.find("fake").servable
+    assert isinstance(servable, FakeServable)
+    xs = [np.full((1, 4), i, np.float32) for i in range(6)]
+    outs = await asyncio.gather(*(service.predict(ModelSpec(name="fake"), {"x": x}) for x in xs))
+    assert servable.batch_sizes == [6]  # one batch
+    for x, out in zip(xs, outs, strict=True):
+        assert np.array_equal(out.outputs["outputs"], x * 2)
+
+
+async def test_a_bad_request_fails_alone(make_service: Callable[..., object]) -> None:
+    service: PredictionService = await make_service(BATCHING)  # type: ignore[misc]
+    spec = ModelSpec(name="colors")
+    good = {"images": np.full((1, 16, 16, 3), 0.5, np.float32)}
+    nan = {"images": np.full((1, 16, 16, 3), np.nan, np.float32)}
+    shape = {"images": np.zeros((1, 8, 8, 3), np.float32)}
+    broken = {"images": images(jpeg((1, 2, 3)), b"not an image")}
+    results = await asyncio.gather(
+        service.predict(spec, good),
+        service.predict(spec, nan),
+        service.predict(spec, good),
+        service.predict(spec, shape),
+        service.predict(spec, broken),
+        service.predict(spec, good),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "PredictResult",
+        "InvalidArgument",
+        "PredictResult",
+        "InvalidArgument",
+        "InvalidArgument",
+        "PredictResult",
+    ]
+    assert "NaN" in results[1].message  # type: ignore[union-attr]
+    assert "shape [1,8,8,3]" in results[3].message  # type: ignore[union-attr]
+    assert "image 1" in results[4].message  # type: ignore[union-attr]
+    first = results[0].outputs["probabilities"]  # type: ignore[union-attr]
+    assert all(
+        np.array_equal(r.outputs["probabilities"], first)  # type: ignore[union-attr]
+        for r in (results[2], results[5])
+    )
+
+
+async def test_deadline_exceeded_while_waiting(make_service: Callable[..., object]) -> None:
+    service: PredictionService = await make_service(
+        BatchingOptions(max_batch_size=1, num_batch_threads=1, batch_timeout_micros=0)
+    )  # type: ignore[misc]
+    spec = ModelSpec(name="slow")
+    x = {"x": np.zeros((1, 4), np.float32)}
+    first = asyncio.ensure_future(service.predict(spec, x))
+    with pytest.raises(DeadlineExceeded):
+        await service.predict(spec, x, deadline=time.monotonic() + 0.1)
+    assert (await first).outputs["outputs"].shape == (1, 4)
+    with pytest.raises(DeadlineExceeded, match="before the request could run"):
+        await service.predict(spec, x, deadline=time.monotonic() - 1)
+
+
+async def test_lookups_and_classify(make_service: Callable[..., object]) -> None:
+    service: PredictionService = await make_service(None)  # type: ignore[misc]
+    result = await service.classify(
+        ModelSpec(name="fake"), {"x": np.array([[0, 5, 0, 0.0]])}, top_k=2
+    )
+    assert [label for label, _ in result.classes[0]] == ["b", "a"]
+    with pytest.raises(FailedPrecondition, match="not a classifier"):
+        await service.classify(ModelSpec(name="slow"), {"x": np.zeros((1, 4))})
+    with pytest.raises(FailedPrecondition, match="does not declare image preprocessing"):
+        await service.predict_images(ModelSpec(name="fake"), [jpeg((1, 2, 3))])
+    with pytest.raises(InvalidArgument, match="Both version and version_label"):
+        service.statuses("colors", 1, "stable")
+    with pytest.raises(NotFound, match="Could not find any versions of model nope"):
+        service.statuses("nope")
+    with pytest.raises(NotFound, match="Unrecognized servable version label: stable"):
+        service.statuses("colors", label="stable")
+    strings = np.array([[b"a", b"b", b"c", b"d"]], dtype=object)
+    with pytest.raises(InvalidArgument, match="expects float32 values, got strings"):
+        await service.predict(ModelSpec(name="fake"), {"x": strings})
+    with pytest.raises(InvalidArgument, match="output tensor alias not found"):
+        await service.predict(
+            ModelSpec(name="fake"), {"x": np.zeros((1, 4))}, output_filter=["nope"]
+        )
