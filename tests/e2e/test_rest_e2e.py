@@ -93,18 +93,20 @@ def server(
     root = tmp_path_factory.mktemp("rest")
     write_colors(root / "colors")
     write_fake_version(root / "fake", 1, labels=["a", "b", "c", "d"])
+    write_fake_version(root / "plain", 1)  # no labels: not a classifier
     config = root / "models.config"
     config.write_text(
         models_config(
             {"name": "colors", "base_path": root / "colors"},
             {"name": "fake", "base_path": root / "fake"},
+            {"name": "plain", "base_path": root / "plain"},
         )
     )
     with servers_in(root) as start:
         yield start(
             f"--model_config_file={config}",
             "--max_image_pixels=1000000",
-            wait_for=("colors", "fake"),
+            wait_for=("colors", "fake", "plain"),
             fake_runtime=True,
         )
 
@@ -271,6 +273,12 @@ def test_regress_is_refused_clearly(server: Any) -> None:
     r = server.post("/v1/models/colors:regress", json={"examples": [{"x": 1.0}]})
     assert r.status_code == 501
     assert "regress" in r.json()["error"]
+    assert ":classify" in r.json()["error"]
+    r = server.post("/v1/models/plain:regress", json={"examples": [{"x": [1, 2, 3, 4]}]})
+    assert r.status_code == 501
+    assert "regress" in r.json()["error"] and "classif" not in r.json()["error"]
+    r = server.post("/v1/models/plain:classify", json={"examples": [{"x": [1, 2, 3, 4]}]})
+    assert r.status_code == 400 and "not a classifier" in r.json()["error"]
     r = server.post("/v1/models/nope:regress", json={"examples": [{"x": 1.0}]})
     assert r.status_code == 404
 

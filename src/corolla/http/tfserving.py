@@ -110,9 +110,10 @@ class TfServingRest:
             return json_response(tf_inference.regress_json(res.regressions or []))
         if verb == "classify":
             return await self._classify(request, spec, doc)
+        classifier = bool(self.service.metadata(spec)[1].labels)
         raise Unimplemented(
-            f"Model {spec.name} is a classifier and has no regression signature "
-            "(method_name tensorflow/serving/regress); use :predict or :classify")
+            f"Model {spec.name} has no regression signature (method_name "
+            f"tensorflow/serving/regress); use :predict{' or :classify' if classifier else ''}")
 
     async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
                             ) -> Response:
