@@ -80,12 +80,13 @@ wait_for() {
   return 1
 }
 
-run_server() { # NAME ARGS... -> starts a detached container, loopback-only ports
-  local name="$PREFIX-$1"
+# run_server NAME ARGS... -> starts a detached container with loopback-only ports; sets $c to
+# its name (not echoed: a $(...) subshell would lose the CONTAINERS entry that cleanup needs).
+run_server() {
+  c="$PREFIX-$1"
   shift
-  CONTAINERS+=("$name")
-  docker run -d --name "$name" -p 127.0.0.1::8501 -p 127.0.0.1::8500 "$@" >/dev/null
-  echo "$name"
+  CONTAINERS+=("$c")
+  docker run -d --name "$c" -p 127.0.0.1::8501 -p 127.0.0.1::8500 "$@" >/dev/null
 }
 
 # ---- image metadata -------------------------------------------------------------------------
@@ -126,9 +127,9 @@ docker run --rm --entrypoint /opt/corolla/bin/python -v "$WORK:/w" --user 0 "$IM
   "from PIL import Image; Image.new('RGB', (96, 64), (220, 20, 30)).save('/w/red.jpg')"
 
 # ---- 1. the tensorflow/serving contract: MODEL_NAME + a model under /models ------------------
-c="$(run_server env --read-only --tmpfs /tmp -e MODEL_NAME=colors \
+run_server env --read-only --tmpfs /tmp -e MODEL_NAME=colors \
   -v "$WORK/models/colors:/models/colors:ro" -v "$WORK/config:/config:ro" \
-  -v "$WORK/red.jpg:/samples/red.jpg:ro" "$IMAGE" --monitoring_config_file=/config/monitoring.config)"
+  -v "$WORK/red.jpg:/samples/red.jpg:ro" "$IMAGE" --monitoring_config_file=/config/monitoring.config
 rest="http://127.0.0.1:$(host_port "$c" 8501)"
 wait_for "$rest/v1/models/colors" '"AVAILABLE"' 60 || fail "model colors not AVAILABLE"
 pass "MODEL_NAME=colors -v .../colors:/models/colors, read-only root fs: $(curl -fsS "$rest/v1/models/colors")"
@@ -171,13 +172,15 @@ start=$SECONDS
 docker stop -t 30 "$c" >/dev/null
 code="$(docker inspect -f '{{.State.ExitCode}}' "$c")"
 [ "$code" = 0 ] || fail "docker stop: exit code $code"
-docker logs "$c" 2>&1 | grep -q "shutdown requested" || fail "no graceful shutdown in the log"
-docker logs "$c" 2>&1 | grep -q "stopped" || fail "server did not report 'stopped'"
+# (logs into a variable first: `docker logs | grep -q` fails under pipefail when grep exits early)
+logs="$(docker logs "$c" 2>&1)"
+grep -q "shutdown requested" <<<"$logs" || fail "no graceful shutdown in the log"
+grep -q "corolla.server: stopped" <<<"$logs" || fail "server did not report 'stopped'"
 pass "docker stop: graceful drain, exit code 0 in $((SECONDS - start))s"
 
 # ---- 2. --model_config_file passed through as an argument -------------------------------------
-c="$(run_server config --read-only --tmpfs /tmp -v "$WORK/models:/models:ro" \
-  -v "$WORK/config:/config:ro" "$IMAGE" --model_config_file=/config/models.config)"
+run_server config --read-only --tmpfs /tmp -v "$WORK/models:/models:ro" \
+  -v "$WORK/config:/config:ro" "$IMAGE" --model_config_file=/config/models.config
 rest="http://127.0.0.1:$(host_port "$c" 8501)"
 wait_for "$rest/v1/models/tints" '"AVAILABLE"' 60 || fail "--model_config_file: tints not AVAILABLE"
 wait_for "$rest/v1/models/colors" '"AVAILABLE"' 10 || fail "--model_config_file: colors not AVAILABLE"
@@ -186,14 +189,15 @@ docker stop "$c" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$c")" = 0 ] || fail "config server exit code"
 
 # ---- 3. nothing mounted: the embedded default model -----------------------------------------
-c="$(run_server default "$IMAGE")"
+run_server default "$IMAGE"
 rest="http://127.0.0.1:$(host_port "$c" 8501)"
 if docker exec "$c" python -c 'import corolla.cli as c, os, sys; sys.exit(not os.path.isdir(c.default_model_base_path()))' 2>/dev/null; then
   wait_for "$rest/v1/models/flowers" '"AVAILABLE"' 90 || fail "embedded default model not AVAILABLE"
   pass "no model mounted: embedded default model flowers AVAILABLE"
 else
   sleep 2
-  docker logs "$c" 2>&1 | grep -q "embedded default model" \
+  logs="$(docker logs "$c" 2>&1)"
+  grep -q "embedded default model" <<<"$logs" \
     || fail "entrypoint did not fall back to the embedded default model"
   echo "skip embedded default model: this build of the package has none (src/corolla/default_model)"
 fi
