@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corolla import __version__
+from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
 
 log = logging.getLogger("corolla")
@@ -189,7 +190,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                 raise CorollaError(f"cannot read --batching_parameters_file: {exc}") from exc
             batching = parse_batching_parameters(text)
         else:
-            cores = os.cpu_count() or 1
+            cores = available_cpus()
             batching = BatchingOptions(num_batch_threads=cores,
                                        eager=args.batch_dispatch == "eager")
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 from collections.abc import Generator
@@ -27,6 +26,7 @@ from starlette.routing import BaseRoute
 from corolla.auth import KeyStore
 from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig, load_model_config_file
+from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
 from corolla.http.app import build_app
 from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
@@ -112,7 +112,7 @@ def _runtimes(options: ServerOptions) -> list[Runtime]:
 class CorollaServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        cores = os.cpu_count() or 1
+        cores = available_cpus()
         self.decode_pool = ThreadPoolExecutor(options.decode_threads or cores,
                                               thread_name_prefix="decode")
         n_infer = options.batching.num_batch_threads if options.batching else cores

@@ -55,6 +55,8 @@ class OnnxServable:
     def __init__(self, path: Path, options: OnnxOptions) -> None:
         import onnxruntime as ort
 
+        if hasattr(ort, "disable_telemetry_events"):
+            ort.disable_telemetry_events()  # a server must not phone home
         has_metadata = (path / METADATA_FILE).exists()
         metadata = read_metadata(path) if has_metadata else None
         graph = path / (metadata.graph if metadata else ONNX_FILE)
