@@ -138,8 +138,9 @@ class KeyStore:
     def authenticate(self, token: str | bytes | None) -> ApiKey:
         """The key matching ``token``; Unauthenticated when there is none."""
         if not token:
-            raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>' "
-                                  "or 'X-API-Key: <key>'")
+            raise Unauthenticated(
+                "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+            )
         d = _digest(token)
         found = None
         for key in self._keys:  # no early exit: constant time in the position of the match

@@ -36,7 +36,8 @@ def check_path(path: str | os.PathLike[str], roots: Sequence[str], what: str) ->
     if not is_within(path, roots):
         raise PermissionDenied(
             f"{what} {os.fspath(path)} (resolved: {_real(path)}) is outside the allowed model "
-            f"roots {list(roots)}")
+            f"roots {list(roots)}"
+        )
 
 
 def check_configs(configs: Iterable[Any], roots: Sequence[str]) -> None:

@@ -40,9 +40,12 @@ INFERENCE_METHODS = {
     "/tensorflow.serving.PredictionService/MultiInference": "MultiInference",
     "/inference.GRPCInferenceService/ModelInfer": "ModelInfer",
 }
-OPEN_HEALTH_METHODS = (HEALTH_PREFIX, "/inference.GRPCInferenceService/ServerLive",
-                       "/inference.GRPCInferenceService/ServerReady",
-                       "/inference.GRPCInferenceService/ModelReady")
+OPEN_HEALTH_METHODS = (
+    HEALTH_PREFIX,
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/inference.GRPCInferenceService/ModelReady",
+)
 
 
 def request_models(request: Any) -> list[str]:
@@ -73,9 +76,15 @@ def _metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None
 
 
 class OpsInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, metrics: Metrics | None = None, keys: KeyStore | None = None,
-                 known_model: Callable[[str], bool] = lambda name: True,
-                 max_concurrent_requests: int = 0, health_open: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics | None = None,
+        keys: KeyStore | None = None,
+        known_model: Callable[[str], bool] = lambda name: True,
+        max_concurrent_requests: int = 0,
+        health_open: bool = True,
+    ) -> None:
         self.metrics = metrics
         self.keys = keys
         self.known_model = known_model
@@ -84,8 +93,10 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         self._cache: dict[str, Any] = {}
 
     async def intercept_service(
-            self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-            details: grpc.HandlerCallDetails) -> Any:
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
         method = details.method
         cached = self._cache.get(method)
         if cached is not None:
@@ -98,8 +109,9 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _needs_key(self, method: str) -> bool:
-        return self.keys is not None and not (self.health_open
-                                              and method.startswith(OPEN_HEALTH_METHODS))
+        return self.keys is not None and not (
+            self.health_open and method.startswith(OPEN_HEALTH_METHODS)
+        )
 
     def _wrap(self, method: str, handler: Any) -> Any:
         needs_key = self._needs_key(method)
@@ -107,38 +119,43 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary, needs_key),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                response_serializer=handler.response_serializer,
+            )
         if not needs_key:
             return handler
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._guarded(method, handler.unary_stream, unary_request=True),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                response_serializer=handler.response_serializer,
+            )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._guarded(method, handler.stream_unary, unary_request=False),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                response_serializer=handler.response_serializer,
+            )
         return grpc.stream_stream_rpc_method_handler(
             self._guarded(method, handler.stream_stream, unary_request=False),
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            response_serializer=handler.response_serializer,
+        )
 
     def _guarded(self, method: str, inner: Any, *, unary_request: bool) -> Any:
         """A streaming behavior of the same kind as ``inner`` that checks the key first."""
         if inspect.isasyncgenfunction(inner):
+
             async def gen(request: Any, context: Any) -> Any:
-                await self._check_key(context, method,
-                                      request_models(request) if unary_request else [])
+                await self._check_key(
+                    context, method, request_models(request) if unary_request else []
+                )
                 async for item in inner(request, context):
                     yield item
 
             return gen
 
         async def coro(request: Any, context: Any) -> Any:
-            await self._check_key(context, method,
-                                  request_models(request) if unary_request else [])
+            await self._check_key(context, method, request_models(request) if unary_request else [])
             return await inner(request, context)
 
         return coro
@@ -171,9 +188,11 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
                 if max_concurrent and inflight.total >= max_concurrent:
                     status = "RESOURCE_EXHAUSTED"
                     self._record(metrics, models, api, status, start)
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                        f"Too many concurrent requests (the limit is "
-                                        f"{max_concurrent}); retry later")
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"Too many concurrent requests (the limit is "
+                        f"{max_concurrent}); retry later",
+                    )
                 inflight.grpc += 1
             try:
                 if needs_key:
@@ -194,8 +213,9 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
 
         return unary
 
-    def _record(self, metrics: Metrics | None, models: list[str], api: str | None,
-                status: str, start: float) -> None:
+    def _record(
+        self, metrics: Metrics | None, models: list[str], api: str | None, status: str, start: float
+    ) -> None:
         if metrics is None or api is None:
             return
         elapsed = time.perf_counter() - start
@@ -207,4 +227,3 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
 def _code_name(code: Any) -> str:
     name = getattr(code, "name", None)
     return name if isinstance(name, str) else str(code)
-

@@ -19,12 +19,16 @@ from typing import Any
 
 from corolla.errors import CorollaError
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("corolla_request_id",
-                                                                 default="")
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("corolla_request_id", default="")
 
 # LogRecord attributes that are not user-supplied ``extra`` fields.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "request_id", "taskName", "color_message"}
+    "message",
+    "asctime",
+    "request_id",
+    "taskName",
+    "color_message",
+}
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,7 +46,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                  + f".{int(record.msecs):03d}Z",
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -68,8 +72,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} [request_id={rid}]" if rid else line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text",
-                      stream: Any = None) -> None:
+def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None) -> None:
     """Replace the root logger's handlers with one stderr handler in ``fmt`` (text | json)."""
     if fmt not in ("text", "json"):
         raise CorollaError(f"--log_format must be text or json, got {fmt!r}")
@@ -97,18 +100,44 @@ class ModelEvents:
 
     def on_load(self, name: str, version: int, seconds: float, err: CorollaError | None) -> None:
         if err is None:
-            self.log.info("model %s version %d loaded in %.3fs", name, version, seconds,
-                          extra={"event": "model_loaded", "model": name, "version": version,
-                                 "seconds": round(seconds, 6)})
+            self.log.info(
+                "model %s version %d loaded in %.3fs",
+                name,
+                version,
+                seconds,
+                extra={
+                    "event": "model_loaded",
+                    "model": name,
+                    "version": version,
+                    "seconds": round(seconds, 6),
+                },
+            )
         else:
-            self.log.warning("model %s version %d failed to load: %s", name, version,
-                             err.message,
-                             extra={"event": "model_load_failed", "model": name,
-                                    "version": version, "seconds": round(seconds, 6),
-                                    "error": err.message, "code": err.code.name})
+            self.log.warning(
+                "model %s version %d failed to load: %s",
+                name,
+                version,
+                err.message,
+                extra={
+                    "event": "model_load_failed",
+                    "model": name,
+                    "version": version,
+                    "seconds": round(seconds, 6),
+                    "error": err.message,
+                    "code": err.code.name,
+                },
+            )
 
-    def on_unload(self, name: str, version: int, seconds: float,
-                  err: CorollaError | None) -> None:
-        self.log.info("model %s version %d unloaded in %.3fs", name, version, seconds,
-                      extra={"event": "model_unloaded", "model": name, "version": version,
-                             "seconds": round(seconds, 6)})
+    def on_unload(self, name: str, version: int, seconds: float, err: CorollaError | None) -> None:
+        self.log.info(
+            "model %s version %d unloaded in %.3fs",
+            name,
+            version,
+            seconds,
+            extra={
+                "event": "model_unloaded",
+                "model": name,
+                "version": version,
+                "seconds": round(seconds, 6),
+            },
+        )

@@ -111,43 +111,72 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.request_count = PlainCounter(
-            ":tensorflow:serving:request_count", "The total number of requests.",
-            ("model_name", "status"))
+            ":tensorflow:serving:request_count",
+            "The total number of requests.",
+            ("model_name", "status"),
+        )
         r.register(self.request_count)
         self.request_latency = Histogram(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ("model_name", "API", "entrypoint"), buckets=LATENCY_US_BUCKETS, registry=r)
+            ("model_name", "API", "entrypoint"),
+            buckets=LATENCY_US_BUCKETS,
+            registry=r,
+        )
         self.runtime_latency = Histogram(
             ":tensorflow:serving:runtime_latency",
             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
-            ("model_name", "API", "runtime"), buckets=LATENCY_US_BUCKETS, registry=r)
+            ("model_name", "API", "runtime"),
+            buckets=LATENCY_US_BUCKETS,
+            registry=r,
+        )
         self.queuing_latency = Histogram(
             ":tensorflow:serving:batching_session:queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
-            ("thread_pool_name",), buckets=QUEUE_US_BUCKETS, registry=r)
+            ("thread_pool_name",),
+            buckets=QUEUE_US_BUCKETS,
+            registry=r,
+        )
         self.processed_batch_size = PlainCounter(
             ":tensorflow:serving:batching:processed_batch_size_v2",
             "Tracks the batch size on processing by model_name and op name (if available).",
-            ("model_name", "op_name", "batch_size"))
+            ("model_name", "op_name", "batch_size"),
+        )
         r.register(self.processed_batch_size)
         self.warmup_latency = Histogram(
             ":tensorflow:serving:model_warmup_latency",
             "Distribution of wall time (in microseconds) for warming up the model.",
-            ("model_path", "status"), buckets=LATENCY_US_BUCKETS, registry=r)
+            ("model_path", "status"),
+            buckets=LATENCY_US_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "corolla_batch_size", "Rows in each executed batch, padding included.",
-            ("model_name",), buckets=BATCH_BUCKETS, registry=r)
+            "corolla_batch_size",
+            "Rows in each executed batch, padding included.",
+            ("model_name",),
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.load_seconds = Histogram(
-            "corolla_model_load_seconds", "Time to load a model version (each attempt).",
-            ("model_name", "result"), buckets=SECONDS_BUCKETS, registry=r)
+            "corolla_model_load_seconds",
+            "Time to load a model version (each attempt).",
+            ("model_name", "result"),
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
         self.load_failures = Counter(
-            "corolla_model_load_failures", "Failed attempts to load a model version.",
-            ("model_name",), registry=r)
+            "corolla_model_load_failures",
+            "Failed attempts to load a model version.",
+            ("model_name",),
+            registry=r,
+        )
         self.unload_seconds = Histogram(
             "corolla_model_unload_seconds",
             "Time to unload a model version (waiting for its requests included).",
-            ("model_name",), buckets=SECONDS_BUCKETS, registry=r)
+            ("model_name",),
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
         self.inflight = Inflight()
         self._sources: list[GaugeSource] = [self._inflight_metric]
         r.register(_Scraped(self._sources))
@@ -158,8 +187,9 @@ class Metrics:
 
     # ---- request path (event loop) ---------------------------------------------------------
 
-    def observe_request(self, model: str, api: str, entrypoint: str, status: str,
-                        seconds: float) -> None:
+    def observe_request(
+        self, model: str, api: str, entrypoint: str, status: str, seconds: float
+    ) -> None:
         self.request_count.inc((model, status))
         key = (model, api, entrypoint)
         child = self._req_children.get(key)
@@ -183,8 +213,7 @@ class Metrics:
         if err is not None:
             self.load_failures.labels(name).inc()
 
-    def on_unload(self, name: str, version: int, seconds: float,
-                  err: CorollaError | None) -> None:
+    def on_unload(self, name: str, version: int, seconds: float, err: CorollaError | None) -> None:
         self.unload_seconds.labels(name).observe(seconds)
 
     def batch_hook(self, model: str) -> Callable[[int, list[float]], None]:
@@ -214,7 +243,8 @@ class Metrics:
         def wrap(loaded: Any) -> None:  # before the batcher captures the servable
             loaded.servable = TimedServable(
                 loaded.servable,
-                self.runtime_latency.labels(loaded.name, "Predict", loaded.platform))
+                self.runtime_latency.labels(loaded.name, "Predict", loaded.platform),
+            )
 
         def hook_batcher(loaded: Any) -> None:  # after the batcher exists
             batcher = loaded.extras.get("batcher")
@@ -229,20 +259,27 @@ class Metrics:
 def _model_gauges(service: Any) -> Iterable[Metric]:
     manager = service.manager
     versions = Metric("corolla_model_versions", "Model versions by state.", "gauge")
-    ready = Metric("corolla_model_ready",
-                   "1 when the model has an AVAILABLE version and the server is not draining.",
-                   "gauge")
-    depth = Metric("corolla_batch_queue_depth",
-                   "Requests waiting in the batch queues of the model's versions.", "gauge")
+    ready = Metric(
+        "corolla_model_ready",
+        "1 when the model has an AVAILABLE version and the server is not draining.",
+        "gauge",
+    )
+    depth = Metric(
+        "corolla_batch_queue_depth",
+        "Requests waiting in the batch queues of the model's versions.",
+        "gauge",
+    )
     for name in manager.model_names():
         counts: dict[str, int] = {}
         for st in manager.statuses(name):
             counts[st.state.name] = counts.get(st.state.name, 0) + 1
         for state in ("START", "LOADING", "AVAILABLE", "UNLOADING", "END"):
-            versions.add_sample("corolla_model_versions",
-                                {"model_name": name, "state": state}, counts.get(state, 0))
-        ready.add_sample("corolla_model_ready", {"model_name": name},
-                         1 if service.model_ready(name) else 0)
+            versions.add_sample(
+                "corolla_model_versions", {"model_name": name, "state": state}, counts.get(state, 0)
+            )
+        ready.add_sample(
+            "corolla_model_ready", {"model_name": name}, 1 if service.model_ready(name) else 0
+        )
         entry = manager.serving_map.models.get(name)
         total = 0
         if entry is not None:
@@ -250,9 +287,11 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
                 batcher = loaded.extras.get("batcher")
                 total += getattr(batcher, "queue_depth", 0)
         depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
-    server = Metric("corolla_server_ready",
-                    "1 when every configured model is AVAILABLE and the server is not draining.",
-                    "gauge")
+    server = Metric(
+        "corolla_server_ready",
+        "1 when every configured model is AVAILABLE and the server is not draining.",
+        "gauge",
+    )
     server.add_sample("corolla_server_ready", {}, 1 if service.ready() else 0)
     draining = Metric("corolla_server_draining", "1 once shutdown has begun.", "gauge")
     draining.add_sample("corolla_server_draining", {}, 1 if service.draining else 0)
@@ -271,8 +310,13 @@ class TimedServable:
         self.metadata = inner.metadata
         self._hist = histogram
 
-    def predict(self, inputs: Any, *, signature: str = "serving_default",
-                output_filter: tuple[str, ...] = ()) -> Any:
+    def predict(
+        self,
+        inputs: Any,
+        *,
+        signature: str = "serving_default",
+        output_filter: tuple[str, ...] = (),
+    ) -> Any:
         start = time.perf_counter()
         try:
             return self.inner.predict(inputs, signature=signature, output_filter=output_filter)

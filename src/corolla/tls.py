@@ -44,11 +44,15 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
-def load_tls_files(certfile: str, keyfile: str, ca_file: str | None = None,
-                   client_verify: bool = False) -> TlsFiles:
-    tls = TlsFiles(cert_pem=_read(certfile, "certificate"), key_pem=_read(keyfile, "key"),
-                   ca_pem=_read(ca_file, "CA bundle") if ca_file else None,
-                   client_verify=client_verify)
+def load_tls_files(
+    certfile: str, keyfile: str, ca_file: str | None = None, client_verify: bool = False
+) -> TlsFiles:
+    tls = TlsFiles(
+        cert_pem=_read(certfile, "certificate"),
+        key_pem=_read(keyfile, "key"),
+        ca_pem=_read(ca_file, "CA bundle") if ca_file else None,
+        client_verify=client_verify,
+    )
     rest_ssl_context(tls)  # validate now: a mismatched key or a bad CA fails the start
     return tls
 
@@ -66,9 +70,12 @@ def parse_ssl_config(text: str, source: str = "ssl config") -> TlsFiles:
         raise InvalidArgument(f"{source}: {exc}") from exc
     if not msg.server_key or not msg.server_cert:
         raise InvalidArgument(f"{source}: server_key and server_cert are required")
-    tls = TlsFiles(cert_pem=msg.server_cert.encode(), key_pem=msg.server_key.encode(),
-                   ca_pem=msg.custom_ca.encode() if msg.custom_ca else None,
-                   client_verify=bool(msg.client_verify))
+    tls = TlsFiles(
+        cert_pem=msg.server_cert.encode(),
+        key_pem=msg.server_key.encode(),
+        ca_pem=msg.custom_ca.encode() if msg.custom_ca else None,
+        client_verify=bool(msg.client_verify),
+    )
     if tls.client_verify and tls.ca_pem is None:
         raise InvalidArgument(f"{source}: client_verify needs custom_ca")
     rest_ssl_context(tls)
@@ -111,5 +118,5 @@ def grpc_server_credentials(tls: TlsFiles) -> Any:
     import grpc
 
     return grpc.ssl_server_credentials(
-        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem,
-        require_client_auth=tls.mutual)
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=tls.mutual
+    )

@@ -94,17 +94,24 @@ def warmup_hook(options: WarmupOptions, metrics: Any = None) -> Callable[[Any], 
             runs = warm_up(servable, options.iterations)
         except CorollaError as exc:
             status = exc.code.name
-            raise type(exc)(f"warmup of {loaded.name} version {loaded.version} failed: "
-                            f"{exc.message}", exc.code) from exc
+            raise type(exc)(
+                f"warmup of {loaded.name} version {loaded.version} failed: {exc.message}", exc.code
+            ) from exc
         except Exception as exc:
             status = "INTERNAL"
-            raise Internal(f"warmup of {loaded.name} version {loaded.version} failed: "
-                           f"{exc!r}") from exc
+            raise Internal(
+                f"warmup of {loaded.name} version {loaded.version} failed: {exc!r}"
+            ) from exc
         finally:
             seconds = time.perf_counter() - start
             if metrics is not None:
                 metrics.warmup_latency.labels(str(loaded.path), status).observe(seconds * 1e6)
-        log.info("model %s version %d warmed up (%d run(s), %.3fs)", loaded.name,
-                 loaded.version, runs, seconds)
+        log.info(
+            "model %s version %d warmed up (%d run(s), %.3fs)",
+            loaded.name,
+            loaded.version,
+            runs,
+            seconds,
+        )
 
     return hook

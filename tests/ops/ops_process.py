@@ -66,15 +66,17 @@ class Server:
         return self.proc.wait(timeout)
 
 
-def wait_http(server: Server, path: str = "/healthz", timeout: float = 60.0,
-              status: int = 200) -> None:
+def wait_http(
+    server: Server, path: str = "/healthz", timeout: float = 60.0, status: int = 200
+) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
     with server.client(timeout=2) as c:
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {server.proc.returncode}:\n"
-                                   f"{server.log_text()[-4000:]}")
+                raise RuntimeError(
+                    f"server exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}"
+                )
             try:
                 r = c.get(path)
                 if r.status_code == status:
@@ -83,25 +85,53 @@ def wait_http(server: Server, path: str = "/healthz", timeout: float = 60.0,
             except httpx.TransportError as exc:
                 last = exc
             time.sleep(0.05)
-    raise RuntimeError(f"{path} did not answer {status} in {timeout}s (last: {last!r}):\n"
-                       f"{server.log_text()[-4000:]}")
+    raise RuntimeError(
+        f"{path} did not answer {status} in {timeout}s (last: {last!r}):\n"
+        f"{server.log_text()[-4000:]}"
+    )
 
 
 @contextlib.contextmanager
-def serve(args: list[str], workdir: Path, *, env: dict[str, str] | None = None,
-          wait: str | None = "/healthz", scheme: str = "http",
-          client_kw: dict[str, Any] | None = None, timeout: float = 60.0) -> Iterator[Server]:
+def serve(
+    args: list[str],
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    wait: str | None = "/healthz",
+    scheme: str = "http",
+    client_kw: dict[str, Any] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Server]:
     rest_port, grpc_port = free_port(), free_port()
     log = workdir / f"corolla-{rest_port}.log"
-    cmd = [sys.executable, "-m", "corolla", "serve", f"--port={grpc_port}",
-           f"--rest_api_port={rest_port}", "--host=127.0.0.1", *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COROLLA_ENABLE_FAKE_RUNTIME": "1",
-                **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "corolla",
+        "serve",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        "--host=127.0.0.1",
+        *args,
+    ]
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "COROLLA_ENABLE_FAKE_RUNTIME": "1",
+        **(env or {}),
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                env=full_env)
-    server = Server(proc=proc, rest_port=rest_port, grpc_port=grpc_port, log=log,
-                    scheme=scheme, client_kw=client_kw or {})
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=full_env
+        )
+    server = Server(
+        proc=proc,
+        rest_port=rest_port,
+        grpc_port=grpc_port,
+        log=log,
+        scheme=scheme,
+        client_kw=client_kw or {},
+    )
     try:
         if wait is not None:
             wait_http(server, wait, timeout)

@@ -27,8 +27,10 @@ from corolla.protos.gen.tensorflow_serving.apis import (
 
 pytestmark = pytest.mark.slow
 
-CONFIG = ('model_config_list { config { name: "m" base_path: "m" } '
-          'config { name: "other" base_path: "other" } }')
+CONFIG = (
+    'model_config_list { config { name: "m" base_path: "m" } '
+    'config { name: "other" base_path: "other" } }'
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +40,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_model(work / "other", 1)
     (work / "models.config").write_text(CONFIG)
     (work / "keys").write_text("# rotation in progress\nold-key\nnew-key\nnarrow other\n")
-    with serve(["--model_config_file=models.config", "--api_keys_file=keys"], work,
-               env={"COROLLA_API_KEYS": "env-key-1,env-key-2"}, wait="/readyz") as s:
+    with serve(
+        ["--model_config_file=models.config", "--api_keys_file=keys"],
+        work,
+        env={"COROLLA_API_KEYS": "env-key-1,env-key-2"},
+        wait="/readyz",
+    ) as s:
         yield s
 
 
 def _rest(server: Server, model: str, headers: dict[str, str]) -> int:
     with server.client() as c:
-        return c.post(f"/v1/models/{model}:predict", json=predict_body(),
-                      headers=headers).status_code
+        return c.post(
+            f"/v1/models/{model}:predict", json=predict_body(), headers=headers
+        ).status_code
 
 
 def _grpc(server: Server, model: str, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
     with grpc.insecure_channel(server.grpc_target) as ch:
         try:
-            prediction_stub(ch).Predict(grpc_predict_request(model), metadata=metadata,
-                                        timeout=10)
+            prediction_stub(ch).Predict(grpc_predict_request(model), metadata=metadata, timeout=10)
         except grpc.RpcError as exc:
             return exc.code()
     return grpc.StatusCode.OK
@@ -75,10 +81,11 @@ def test_rest_401_403_200(server: Server) -> None:
 
 def test_grpc_unauthenticated_permission_denied_ok(server: Server) -> None:
     assert _grpc(server, "m", []) == grpc.StatusCode.UNAUTHENTICATED
-    assert _grpc(server, "m", [("authorization", "Bearer nope")]) == \
-        grpc.StatusCode.UNAUTHENTICATED
-    assert _grpc(server, "m", [("authorization", "Bearer narrow")]) == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert _grpc(server, "m", [("authorization", "Bearer nope")]) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _grpc(server, "m", [("authorization", "Bearer narrow")])
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert _grpc(server, "other", [("x-api-key", "narrow")]) == grpc.StatusCode.OK
     assert _grpc(server, "m", [("authorization", "Bearer old-key")]) == grpc.StatusCode.OK
     with grpc.insecure_channel(server.grpc_target) as ch:
@@ -103,7 +110,8 @@ def test_key_rotation_by_editing_the_file(server: Server) -> None:
         assert time.monotonic() < deadline, "the keys file was not re-read"
         time.sleep(0.2)
     assert _rest(server, "m", {"authorization": "Bearer new-key"}) == 200
-    assert _grpc(server, "m", [("authorization", "Bearer old-key")]) == \
-        grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _grpc(server, "m", [("authorization", "Bearer old-key")]) == grpc.StatusCode.UNAUTHENTICATED
+    )
     assert _rest(server, "m", {"x-api-key": "env-key-1"}) == 200  # the environment's stay
     assert "API keys loaded from keys: 2 key(s)" in server.log_text()

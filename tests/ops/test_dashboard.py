@@ -32,11 +32,19 @@ def test_dashboard_metric_names_exist() -> None:
     m.on_load("m", 1, 0.5, None)
     m.on_unload("m", 1, 0.1, None)
     m.load_failures.labels("m").inc()
-    samples = {line.split("{")[0].split(" ")[0]
-               for line in render(m.registry).decode().splitlines() if not line.startswith("#")}
+    samples = {
+        line.split("{")[0].split(" ")[0]
+        for line in render(m.registry).decode().splitlines()
+        if not line.startswith("#")
+    }
     # Scrape-time gauges need a running service; their names are fixed here.
-    samples |= {"corolla_server_ready", "corolla_server_draining", "corolla_model_versions",
-                "corolla_model_ready", "corolla_batch_queue_depth"}
+    samples |= {
+        "corolla_server_ready",
+        "corolla_server_draining",
+        "corolla_model_versions",
+        "corolla_model_ready",
+        "corolla_batch_queue_depth",
+    }
     used = {name for e in exprs for name in _NAME.findall(e)}
     assert used, exprs
     missing = sorted(used - samples)

@@ -18,7 +18,15 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2
-from ops_process import fake_model, health_status, predict_body, serve, wait_http
+from ops_process import (
+    fake_model,
+    grpc_predict_request,
+    health_status,
+    predict_body,
+    prediction_stub,
+    serve,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,38 +36,55 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def test_readiness_false_until_a_slow_load_finishes(tmp_path: Path) -> None:
     fake_model(tmp_path / "m", 1, load_seconds=3)
-    with serve(["--model_name=m", f"--model_base_path={tmp_path / 'm'}"], tmp_path) as s:
-        with s.client() as c, grpc.insecure_channel(s.grpc_target) as ch:
-            # Live at once; not ready while the version loads.
-            assert c.get("/healthz").status_code == 200
-            r = c.get("/readyz")
-            assert r.status_code == 503 and r.json()["not_ready"] == ["m"]
-            assert c.get("/v2/health/ready").status_code != 200
-            assert c.get("/v2/health/live").status_code == 200
-            assert health_status(ch) == NOT_SERVING
-            assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 404
-            wait_http(s, "/readyz", timeout=30)
-            assert c.get("/v2/health/ready").status_code == 200
-            assert health_status(ch) == SERVING
-            assert health_status(ch, "m") == SERVING
-            assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
+    with (
+        serve(["--model_name=m", f"--model_base_path={tmp_path / 'm'}"], tmp_path) as s,
+        s.client() as c,
+        grpc.insecure_channel(s.grpc_target) as ch,
+    ):
+        # Live at once; not ready while the version loads.
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["not_ready"] == ["m"]
+        assert c.get("/v2/health/ready").status_code != 200
+        assert c.get("/v2/health/live").status_code == 200
+        assert health_status(ch) == NOT_SERVING
+        assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 404
+        wait_http(s, "/readyz", timeout=30)
+        assert c.get("/v2/health/ready").status_code == 200
+        assert health_status(ch) == SERVING
+        assert health_status(ch, "m") == SERVING
+        assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
 
 
 def test_sigterm_drains_then_refuses_then_exits_zero(tmp_path: Path) -> None:
     fake_model(tmp_path / "m", 1, predict_seconds=2.0)
     grace = 2.0
-    with serve(["--model_name=m", f"--model_base_path={tmp_path / 'm'}",
-                f"--shutdown_grace_seconds={grace}", "--drain_timeout_seconds=20"],
-               tmp_path, wait="/readyz") as s:
+    with serve(
+        [
+            "--model_name=m",
+            f"--model_base_path={tmp_path / 'm'}",
+            f"--shutdown_grace_seconds={grace}",
+            "--drain_timeout_seconds=20",
+        ],
+        tmp_path,
+        wait="/readyz",
+    ) as s:
         results: list[int | str] = []
 
         def slow_request() -> None:
             try:
                 with s.client() as c:
-                    results.append(c.post("/v1/models/m:predict",
-                                          json=predict_body()).status_code)
+                    results.append(c.post("/v1/models/m:predict", json=predict_body()).status_code)
             except httpx.HTTPError as exc:
                 results.append(repr(exc))
+
+        def slow_grpc() -> None:
+            with grpc.insecure_channel(s.grpc_target) as ch:
+                try:
+                    prediction_stub(ch).Predict(grpc_predict_request("m"), timeout=20)
+                    results.append("grpc ok")
+                except grpc.RpcError as exc:
+                    results.append(repr(exc))
 
         early = threading.Thread(target=slow_request)
         early.start()
@@ -71,17 +96,19 @@ def test_sigterm_drains_then_refuses_then_exits_zero(tmp_path: Path) -> None:
             r = c.get("/readyz")
             assert r.status_code == 503 and r.json()["draining"] is True
             assert health_status(ch) == NOT_SERVING
-            late = threading.Thread(target=slow_request)  # starts in the grace period,
-            late.start()  # ends after the listener has closed
+            # These start in the grace period and end after the listeners have closed.
+            late = [threading.Thread(target=slow_request), threading.Thread(target=slow_grpc)]
+            for t in late:
+                t.start()
             assert time.monotonic() - t0 < grace
         # After the grace period new connections are refused...
         time.sleep(max(0.0, grace + 0.5 - (time.monotonic() - t0)))
         with pytest.raises(httpx.ConnectError), s.client() as c:
             c.get("/healthz")
         # ...while the requests already in flight finish.
-        early.join(20)
-        late.join(20)
-        assert results == [200, 200]
+        for t in [early, *late]:
+            t.join(20)
+        assert sorted(map(str, results)) == ["200", "200", "grpc ok"]
         assert s.proc.wait(20) == 0
     log = s.log_text()
     assert "shutdown requested" in log and "stopped" in log
@@ -91,10 +118,19 @@ def test_sigterm_under_load_loses_no_request(tmp_path: Path) -> None:
     fake_model(tmp_path / "m", 1, predict_seconds=0.01)
     fake_model(tmp_path / "slow", 1, predict_seconds=0.7)
     config = tmp_path / "models.config"
-    config.write_text('model_config_list { config { name: "m" base_path: "m" } '
-                      'config { name: "slow" base_path: "slow" } }')
-    with serve(["--model_config_file=models.config", "--shutdown_grace_seconds=1.5",
-                "--drain_timeout_seconds=20"], tmp_path, wait="/readyz") as s:
+    config.write_text(
+        'model_config_list { config { name: "m" base_path: "m" } '
+        'config { name: "slow" base_path: "slow" } }'
+    )
+    with serve(
+        [
+            "--model_config_file=models.config",
+            "--shutdown_grace_seconds=1.5",
+            "--drain_timeout_seconds=20",
+        ],
+        tmp_path,
+        wait="/readyz",
+    ) as s:
         routable = threading.Event()  # the "load balancer": routes while the server is ready
         routable.set()
         ok = [0]

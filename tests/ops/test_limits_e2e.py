@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -24,8 +25,10 @@ from ops_process import (
 
 pytestmark = pytest.mark.slow
 
-CONFIG = ('model_config_list { config { name: "m" base_path: "m" } '
-          'config { name: "slow" base_path: "slow" } }')
+CONFIG = (
+    'model_config_list { config { name: "m" base_path: "m" } '
+    'config { name: "slow" base_path: "slow" } }'
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +37,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_model(work / "m", 1)
     fake_model(work / "slow", 1, predict_seconds=1.0)
     (work / "models.config").write_text(CONFIG)
-    with serve(["--model_config_file=models.config", "--max_request_body_bytes=2000",
-                "--rest_api_timeout_in_ms=400", "--max_concurrent_requests=3",
-                "--http_header_timeout_seconds=1", "--http_body_timeout_seconds=1",
-                "--rest_api_enable_cors_support", "--enable_batching=false"],
-               work, wait="/readyz") as s:
+    with serve(
+        [
+            "--model_config_file=models.config",
+            "--max_request_body_bytes=2000",
+            "--rest_api_timeout_in_ms=400",
+            "--max_concurrent_requests=3",
+            "--http_header_timeout_seconds=1",
+            "--http_body_timeout_seconds=1",
+            "--rest_api_enable_cors_support",
+            "--enable_batching=false",
+        ],
+        work,
+        wait="/readyz",
+    ) as s:
         yield s
 
 
@@ -64,12 +76,14 @@ def test_413_before_reading_the_body(server: Server) -> None:
     with server.client() as c:
         r = c.post("/v1/models/m:predict", json={"instances": [[1.0, 2.0, 3.0, 4.0]] * 200})
         assert r.status_code == 413
-        assert re.fullmatch(r"Request body of \d+ bytes exceeds the limit of 2000 bytes",
-                            r.json()["error"])
-        r = c.post("/v1/models/m:predict",
-                   content=iter([b'{"instances": [' + b"[1.0, 2.0, 3.0, 4.0]," * 200,
-                                 b"[1, 2, 3, 4]]}"]),
-                   headers={"content-type": "application/json"})
+        assert re.fullmatch(
+            r"Request body of \d+ bytes exceeds the limit of 2000 bytes", r.json()["error"]
+        )
+        r = c.post(
+            "/v1/models/m:predict",
+            content=iter([b'{"instances": [' + b"[1.0, 2.0, 3.0, 4.0]," * 200, b"[1, 2, 3, 4]]}"]),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
         assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
 
@@ -84,8 +98,9 @@ def test_429_rest_and_resource_exhausted_grpc(server: Server) -> None:
     # Three slow gRPC calls (with a longer deadline of their own) hold every slot.
     with grpc.insecure_channel(server.grpc_target) as ch, ThreadPoolExecutor(3) as pool:
         stub = prediction_stub(ch)
-        held = [pool.submit(stub.Predict, grpc_predict_request("slow"), timeout=20)
-                for _ in range(3)]
+        held = [
+            pool.submit(stub.Predict, grpc_predict_request("slow"), timeout=20) for _ in range(3)
+        ]
         time.sleep(0.4)
         with server.client() as c:
             r = c.post("/v1/models/m:predict", json=predict_body())
@@ -111,10 +126,8 @@ def test_slowloris_does_not_block_others_and_is_cut_off(server: Server) -> None:
             s.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n")
         while not stop.is_set():
             for s in slow:
-                try:
+                with contextlib.suppress(OSError):
                     s.sendall(b"X")
-                except OSError:
-                    pass
             stop.wait(0.2)
 
     t = threading.Thread(target=trickle)
@@ -139,8 +152,10 @@ def test_slowloris_does_not_block_others_and_is_cut_off(server: Server) -> None:
 
 def test_slow_body_is_cut_off(server: Server) -> None:
     with _raw(server) as s:
-        s.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"inst")
+        s.sendall(
+            b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"inst'
+        )
         start = time.monotonic()
         answer = _read_all(s)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
@@ -165,20 +180,34 @@ def test_keep_alive_connection_survives_idle_time_between_requests(server: Serve
 
 def test_cors_preflight(server: Server) -> None:
     with server.client() as c:
-        r = c.options("/v1/models/m:predict", headers={
-            "origin": "https://anywhere.example", "access-control-request-method": "POST",
-            "access-control-request-headers": "content-type"})
+        r = c.options(
+            "/v1/models/m:predict",
+            headers={
+                "origin": "https://anywhere.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "*"
         assert "POST" in r.headers["access-control-allow-methods"]
-        r = c.post("/v1/models/m:predict", json=predict_body(),
-                   headers={"origin": "https://anywhere.example"})
+        r = c.post(
+            "/v1/models/m:predict",
+            json=predict_body(),
+            headers={"origin": "https://anywhere.example"},
+        )
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
 
 
 def test_request_body_limit_flag_validation(tmp_path: Path) -> None:
     fake_model(tmp_path / "m", 1)
-    with serve(["--model_name=m", f"--model_base_path={tmp_path / 'm'}",
-                "--max_request_body_bytes=0"], tmp_path, wait="/readyz") as s, s.client() as c:
+    with (
+        serve(
+            ["--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--max_request_body_bytes=0"],
+            tmp_path,
+            wait="/readyz",
+        ) as s,
+        s.client() as c,
+    ):
         big = {"instances": [[1.0, 2.0, 3.0, 4.0]] * 4000}  # 0: no limit
         assert c.post("/v1/models/m:predict", json=big).status_code == 200

@@ -26,15 +26,21 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
     async def factory(**kw: Any) -> tuple[CorollaServer, httpx.AsyncClient]:
         fake_model(tmp_path / "m", 1, **kw.pop("spec", {}))
         fake_model(tmp_path / "other", 1)
-        opts = ServerOptions(models=(ModelConfig(name="m", base_path=str(tmp_path / "m")),
-                                     ModelConfig(name="other",
-                                                 base_path=str(tmp_path / "other"))),
-                             enable_fake_runtime=True, grpc_port=-1, **kw)
+        opts = ServerOptions(
+            models=(
+                ModelConfig(name="m", base_path=str(tmp_path / "m")),
+                ModelConfig(name="other", base_path=str(tmp_path / "other")),
+            ),
+            enable_fake_runtime=True,
+            grpc_port=-1,
+            **kw,
+        )
         server = CorollaServer(opts)
         await server.manager.set_configs(list(opts.models))
         await server.manager.wait_until(server.ready, 10)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=server.rest_app()),
-                                   base_url="http://corolla")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=server.rest_app()), base_url="http://corolla"
+        )
         made.append((server, client))
         return server, client
 
@@ -49,8 +55,9 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
 
 async def test_request_id_is_echoed_or_made(make: Make) -> None:
     _, c = await make()
-    r = await c.post("/v1/models/m:predict", json=predict_body(),
-                     headers={"x-request-id": "abc-123"})
+    r = await c.post(
+        "/v1/models/m:predict", json=predict_body(), headers={"x-request-id": "abc-123"}
+    )
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "abc-123"
     r1, r2 = await c.get("/healthz"), await c.get("/healthz")
@@ -60,7 +67,7 @@ async def test_request_id_is_echoed_or_made(make: Make) -> None:
 
 
 async def test_metrics_status_labels_follow_the_canonical_code(make: Make) -> None:
-    server, c = await make()
+    _server, c = await make()
     for _ in range(3):
         assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
     r = await c.post("/v1/models/m:predict", json={"instances": [[1, 2]]})  # wrong shape
@@ -74,14 +81,27 @@ async def test_metrics_status_labels_follow_the_canonical_code(make: Make) -> No
     assert m[':tensorflow:serving:request_count{model_name="m",status="INVALID_ARGUMENT"}'] == 1
     # Unknown model names share one label value: a client cannot grow the series without bound.
     assert m[':tensorflow:serving:request_count{model_name="_unknown",status="NOT_FOUND"}'] == 1
-    assert m[':tensorflow:serving:request_latency_count{model_name="m",API="Predict",'
-             'entrypoint="REST"}'] == 4
-    assert m[':tensorflow:serving:request_latency_count{model_name="m",API="Classify",'
-             'entrypoint="REST"}'] == 1
-    assert m[':tensorflow:serving:runtime_latency_count{model_name="m",API="Predict",'
-             'runtime="fake"}'] == 4
-    assert m[':tensorflow:serving:batching_session:queuing_latency_count'
-             '{thread_pool_name="m"}'] == 4
+    assert (
+        m[
+            ':tensorflow:serving:request_latency_count{model_name="m",API="Predict",'
+            'entrypoint="REST"}'
+        ]
+        == 4
+    )
+    assert (
+        m[
+            ':tensorflow:serving:request_latency_count{model_name="m",API="Classify",'
+            'entrypoint="REST"}'
+        ]
+        == 1
+    )
+    assert (
+        m[':tensorflow:serving:runtime_latency_count{model_name="m",API="Predict",runtime="fake"}']
+        == 4
+    )
+    assert (
+        m[':tensorflow:serving:batching_session:queuing_latency_count{thread_pool_name="m"}'] == 4
+    )
     assert m['corolla_model_versions{model_name="m",state="AVAILABLE"}'] == 1
     assert m["corolla_server_ready"] == 1
     assert m['corolla_inflight_requests{entrypoint="REST"}'] == 0
@@ -95,24 +115,31 @@ async def test_auth_401_403_200_and_open_health(make: Make, tmp_path: Path) -> N
     r = await c.post("/v1/models/m:predict", json=predict_body())
     assert r.status_code == 401 and r.json()["error"].startswith("Missing API key")
     assert r.headers["www-authenticate"].startswith("Bearer")
-    r = await c.post("/v1/models/m:predict", json=predict_body(),
-                     headers={"authorization": "Bearer wrong"})
+    r = await c.post(
+        "/v1/models/m:predict", json=predict_body(), headers={"authorization": "Bearer wrong"}
+    )
     assert r.status_code == 401 and r.json() == {"error": "Invalid API key"}
-    r = await c.post("/v1/models/m:predict", json=predict_body(),
-                     headers={"authorization": "Bearer only-other"})
+    r = await c.post(
+        "/v1/models/m:predict", json=predict_body(), headers={"authorization": "Bearer only-other"}
+    )
     assert r.status_code == 403
-    r = await c.post("/v1/models/other:predict", json=predict_body(),
-                     headers={"x-api-key": "only-other"})
+    r = await c.post(
+        "/v1/models/other:predict", json=predict_body(), headers={"x-api-key": "only-other"}
+    )
     assert r.status_code == 200
-    r = await c.post("/v1/models/m:predict", json=predict_body(),
-                     headers={"authorization": "bearer all-models-key"})
+    r = await c.post(
+        "/v1/models/m:predict",
+        json=predict_body(),
+        headers={"authorization": "bearer all-models-key"},
+    )
     assert r.status_code == 200
     assert (await c.get("/v2/health/ready")).status_code == 200  # health is open by default
     assert (await c.get("/readyz")).status_code == 200
     assert (await c.get("/metrics")).status_code == 401  # metrics are not, by default
     m = await c.get("/metrics", headers={"x-api-key": "all-models-key"})
-    assert ':tensorflow:serving:request_count{model_name="m",status="UNAUTHENTICATED"} 2.0' \
-        in m.text
+    assert (
+        ':tensorflow:serving:request_count{model_name="m",status="UNAUTHENTICATED"} 2.0' in m.text
+    )
     assert 'status="PERMISSION_DENIED"} 1.0' in m.text
 
 
@@ -135,24 +162,29 @@ async def test_body_limit_413_by_content_length_and_by_chunks(make: Make) -> Non
             yield b"[1.0, 2.0, 3.0, 4.0],"
         yield b"[1.0, 2.0, 3.0, 4.0]]}"
 
-    r = await c.post("/v1/models/m:predict", content=chunks(),
-                     headers={"content-type": "application/json"})
+    r = await c.post(
+        "/v1/models/m:predict", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
     assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
 
 
 async def test_concurrency_limit_429(make: Make) -> None:
-    _, c = await make(spec={"predict_seconds": 0.5},
-                      http_limits=HttpLimits(max_concurrent_requests=2))
+    _, c = await make(
+        spec={"predict_seconds": 0.5}, http_limits=HttpLimits(max_concurrent_requests=2)
+    )
     results = await asyncio.gather(
-        *(c.post("/v1/models/m:predict", json=predict_body()) for _ in range(5)))
+        *(c.post("/v1/models/m:predict", json=predict_body()) for _ in range(5))
+    )
     codes = sorted(r.status_code for r in results)
     assert codes == [200, 200, 429, 429, 429]
-    assert all("Too many concurrent requests" in r.json()["error"]
-               for r in results if r.status_code == 429)
+    assert all(
+        "Too many concurrent requests" in r.json()["error"] for r in results if r.status_code == 429
+    )
     # Health is never limited, even at the limit.
-    slow = [asyncio.create_task(c.post("/v1/models/m:predict", json=predict_body()))
-            for _ in range(2)]
+    slow = [
+        asyncio.create_task(c.post("/v1/models/m:predict", json=predict_body())) for _ in range(2)
+    ]
     await asyncio.sleep(0.1)
     assert (await c.get("/readyz")).status_code == 200
     await asyncio.gather(*slow)
@@ -168,8 +200,7 @@ async def test_readiness_and_draining(make: Make) -> None:
     server, c = await make()
     r = await c.get("/readyz")
     assert r.status_code == 200 and r.json() == {"ready": True}
-    assert (await c.get("/readyz", params={"model": "m"})).json() == {"model": "m",
-                                                                      "ready": True}
+    assert (await c.get("/readyz", params={"model": "m"})).json() == {"model": "m", "ready": True}
     assert (await c.get("/readyz", params={"model": "zz"})).status_code == 404
     server.request_stop()
     r = await c.get("/readyz")
@@ -183,17 +214,25 @@ async def test_readiness_and_draining(make: Make) -> None:
 
 async def test_cors_preflight_passes_auth(make: Make) -> None:
     _, c = await make(auth_keys=("k",), cors_allowed_origins=("https://app.example",))
-    r = await c.options("/v1/models/m:predict", headers={
-        "origin": "https://app.example", "access-control-request-method": "POST",
-        "access-control-request-headers": "authorization,content-type"})
+    r = await c.options(
+        "/v1/models/m:predict",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type",
+        },
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://app.example"
     assert "authorization" in r.headers["access-control-allow-headers"].lower()
-    r = await c.options("/v1/models/m:predict", headers={
-        "origin": "https://evil.example", "access-control-request-method": "POST"})
+    r = await c.options(
+        "/v1/models/m:predict",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
     assert r.status_code == 400
     # A 401 still carries the CORS headers, so that the browser can show it.
-    r = await c.post("/v1/models/m:predict", json=predict_body(),
-                     headers={"origin": "https://app.example"})
+    r = await c.post(
+        "/v1/models/m:predict", json=predict_body(), headers={"origin": "https://app.example"}
+    )
     assert r.status_code == 401
     assert r.headers["access-control-allow-origin"] == "https://app.example"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -24,16 +24,22 @@ pytestmark = pytest.mark.slow
 
 
 def _config(*models: str, labels: str = "") -> str:
-    body = " ".join(f'config {{ name: "{m}" base_path: "{m}" {labels if m == "a" else ""} }}'
-                    for m in models)
+    body = " ".join(
+        f'config {{ name: "{m}" base_path: "{m}" {labels if m == "a" else ""} }}' for m in models
+    )
     return f"model_config_list {{ {body} }}"
 
 
 class Load:
     """Client threads calling ``path`` until stopped; every answer must be a 200."""
 
-    def __init__(self, server: Server, path: str, threads: int = 4,
-                 check: Callable[[httpx.Response], None] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        path: str,
+        threads: int = 4,
+        check: Callable[[httpx.Response], None] | None = None,
+    ) -> None:
         self.server, self.path, self.check = server, path, check
         self.ok = 0
         self.failures: list[str] = []
@@ -87,8 +93,11 @@ def work(tmp_path: Path) -> Path:
 def test_config_file_polling_adds_and_removes_models_under_load(work: Path) -> None:
     config = work / "models.config"
     config.write_text(_config("a"))
-    with serve(["--model_config_file=models.config",
-                "--model_config_file_poll_wait_seconds=0.3"], work, wait="/readyz") as s:
+    with serve(
+        ["--model_config_file=models.config", "--model_config_file_poll_wait_seconds=0.3"],
+        work,
+        wait="/readyz",
+    ) as s:
         with Load(s, "/v1/models/a:predict") as load:
             config.write_text(_config("a", "b"))
             _wait(lambda: _ready(s, "b") == 200)
@@ -113,8 +122,10 @@ def test_grpc_reload_config_adds_and_removes_models_under_load(work: Path) -> No
         assert resp.status.error_code == 0, resp.status.error_message
 
     (work / "models.config").write_text(_config("a"))
-    with serve(["--model_config_file=models.config"], work, wait="/readyz") as s, \
-            grpc.insecure_channel(s.grpc_target) as ch:
+    with (
+        serve(["--model_config_file=models.config"], work, wait="/readyz") as s,
+        grpc.insecure_channel(s.grpc_target) as ch,
+    ):
         stub = model_service_pb2_grpc.ModelServiceStub(ch)
         with Load(s, "/v1/models/a:predict") as load:
             reload(stub, _config("a", "c"))
@@ -124,10 +135,14 @@ def test_grpc_reload_config_adds_and_removes_models_under_load(work: Path) -> No
         assert not load.failures, load.failures
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Manager._publish drops a label whose new target is not AVAILABLE yet (404 'Unrecognized "
-    "servable version label') instead of keeping the old target until it is; "
-    "see .notes/ops-needs.md"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Manager._publish drops a label whose new target is not AVAILABLE yet (404 'Unrecognized "
+        "servable version label') instead of keeping the old target until it is; "
+        "see .notes/ops-needs.md"
+    ),
+)
 def test_version_label_moves_only_to_an_available_version(work: Path) -> None:
     fake_model(work / "a", 1, offset=100.0, predict_seconds=0.005)
     config = work / "models.config"
@@ -139,8 +154,15 @@ def test_version_label_moves_only_to_an_available_version(work: Path) -> None:
     def offset(r: httpx.Response) -> None:
         seen.add(r.json()["predictions"][0]["outputs"][0] - 2.0)
 
-    with serve(["--model_config_file=models.config", "--model_config_file_poll_wait_seconds=0.3",
-                "--file_system_poll_wait_seconds=0.3"], work, wait="/readyz") as s:
+    with serve(
+        [
+            "--model_config_file=models.config",
+            "--model_config_file_poll_wait_seconds=0.3",
+            "--file_system_poll_wait_seconds=0.3",
+        ],
+        work,
+        wait="/readyz",
+    ) as s:
         with Load(s, "/v1/models/a/labels/stable:predict", check=offset) as load:
             time.sleep(0.3)
             # Version 2 loads slowly; the label is moved at once but must keep serving 1
@@ -155,9 +177,16 @@ def test_version_label_moves_only_to_an_available_version(work: Path) -> None:
 
 def test_resource_preserving_policy_unloads_first(work: Path) -> None:
     fake_model(work / "a", 1, offset=1.0)
-    with serve(["--model_name=a", f"--model_base_path={work / 'a'}",
-                "--file_system_poll_wait_seconds=0.2",
-                "--version_policy_mode=resource_preserving"], work, wait="/readyz") as s:
+    with serve(
+        [
+            "--model_name=a",
+            f"--model_base_path={work / 'a'}",
+            "--file_system_poll_wait_seconds=0.2",
+            "--version_policy_mode=resource_preserving",
+        ],
+        work,
+        wait="/readyz",
+    ) as s:
         fake_model(work / "a", 2, offset=2.0, load_seconds=1.0)
         with s.client() as c:
             # With memory for one version only, version 1 goes away before 2 is AVAILABLE.
@@ -169,13 +198,22 @@ def test_resource_preserving_policy_unloads_first(work: Path) -> None:
 
 def test_onnx_versions_are_warmed_up_before_serving(tmp_path: Path) -> None:
     write_demo_version(tmp_path / "colours", 1, size=16)
-    with serve(["--model_name=colours", f"--model_base_path={tmp_path / 'colours'}"],
-               tmp_path, wait="/readyz") as s, s.client() as c:
+    with (
+        serve(
+            ["--model_name=colours", f"--model_base_path={tmp_path / 'colours'}"],
+            tmp_path,
+            wait="/readyz",
+        ) as s,
+        s.client() as c,
+    ):
         m = scrape(c.get("/metrics").text)
-        key = (f':tensorflow:serving:model_warmup_latency_count{{model_path='
-               f'"{tmp_path / "colours" / "1"}",status="OK"}}')
+        key = (
+            f":tensorflow:serving:model_warmup_latency_count{{model_path="
+            f'"{tmp_path / "colours" / "1"}",status="OK"}}'
+        )
         assert m[key] == 1
         # Warmup runs are not traffic.
-        assert not any(k.startswith(":tensorflow:serving:runtime_latency_count") and v
-                       for k, v in m.items())
+        assert not any(
+            k.startswith(":tensorflow:serving:runtime_latency_count") and v for k, v in m.items()
+        )
     assert "warmed up" in s.log_text()

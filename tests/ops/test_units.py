@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from corolla.auth import KeyStore, bearer_token, parse_keys_text
-from corolla.confine import ConfinedRuntime, check_configs, is_within
 from corolla.config import ModelConfig
+from corolla.confine import ConfinedRuntime, check_configs, is_within
 from corolla.demo_model import write_demo_version
 from corolla.errors import Code, CorollaError, InvalidArgument
 from corolla.metrics import Metrics, parse_monitoring_config, render
@@ -76,8 +76,7 @@ def test_keystore_without_keys_refuses_everything(tmp_path: Path) -> None:
     ("Bearer abc", None, "abc"), ("bearer  abc ", None, "abc"), (None, "xyz", "xyz"),
     ("Basic Zm9v", "xyz", "xyz"), ("Basic Zm9v", None, None), (None, None, None),
 ])  # fmt: skip
-def test_bearer_token(authorization: str | None, api_key: str | None,
-                      token: str | None) -> None:
+def test_bearer_token(authorization: str | None, api_key: str | None, token: str | None) -> None:
     assert bearer_token(authorization, api_key) == token
 
 
@@ -91,14 +90,22 @@ def test_exposition_keeps_tf_serving_names() -> None:
     text = render(m.registry).decode()
     assert "# TYPE :tensorflow:serving:request_count counter\n" in text
     assert ':tensorflow:serving:request_count{model_name="flowers",status="OK"} 1.0\n' in text
-    assert ':tensorflow:serving:request_latency_sum{model_name="flowers",API="Predict",' \
-           'entrypoint="GRPC"} 1600.0' in text
-    assert ':tensorflow:serving:request_latency_bucket{model_name="flowers",API="Predict",' \
-           'entrypoint="GRPC",le="10.0"} 0.0' in text
-    assert ':tensorflow:serving:batching:processed_batch_size_v2{model_name="flowers",' \
-           'op_name="batch",batch_size="8"} 1.0' in text
-    assert ':tensorflow:serving:batching_session:queuing_latency_count' \
-           '{thread_pool_name="flowers"} 2.0' in text
+    assert (
+        ':tensorflow:serving:request_latency_sum{model_name="flowers",API="Predict",'
+        'entrypoint="GRPC"} 1600.0' in text
+    )
+    assert (
+        ':tensorflow:serving:request_latency_bucket{model_name="flowers",API="Predict",'
+        'entrypoint="GRPC",le="10.0"} 0.0' in text
+    )
+    assert (
+        ':tensorflow:serving:batching:processed_batch_size_v2{model_name="flowers",'
+        'op_name="batch",batch_size="8"} 1.0' in text
+    )
+    assert (
+        ":tensorflow:serving:batching_session:queuing_latency_count"
+        '{thread_pool_name="flowers"} 2.0' in text
+    )
     assert "# TYPE corolla_model_load_failures_total counter\n" in text
     assert 'corolla_model_load_failures_total{model_name="flowers"} 1.0' in text
     assert "_created" not in text
@@ -157,15 +164,18 @@ def test_model_names_cannot_be_paths() -> None:
 
 
 def test_warmup_inputs_zeros_with_unknown_dims_as_one() -> None:
-    sig = Signature(inputs={"a": TensorSpec(name="a", dtype="int64", shape=(-1, 3, -1)),
-                            "b": TensorSpec(name="b", dtype="float32", shape=(2, 5))},
-                    outputs={})
+    sig = Signature(
+        inputs={
+            "a": TensorSpec(name="a", dtype="int64", shape=(-1, 3, -1)),
+            "b": TensorSpec(name="b", dtype="float32", shape=(2, 5)),
+        },
+        outputs={},
+    )
     got = warmup_inputs(sig, None)
     assert got is not None
     assert got["a"].shape == (1, 3, 1) and got["a"].dtype == np.int64
     assert got["b"].shape == (2, 5) and not got["b"].any()
-    strings = Signature(inputs={"s": TensorSpec(name="s", dtype="string", shape=(-1,))},
-                        outputs={})
+    strings = Signature(inputs={"s": TensorSpec(name="s", dtype="string", shape=(-1,))}, outputs={})
     assert warmup_inputs(strings, None) is None
 
 

@@ -20,16 +20,23 @@ _MISSING = object()
 
 
 class AuthMiddleware:
-    def __init__(self, app: Any, store: KeyStore, *, open_paths: frozenset[str] = frozenset(),
-                 open_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: Any,
+        store: KeyStore,
+        *,
+        open_paths: frozenset[str] = frozenset(),
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.store = store
         self.open_paths = open_paths
         self.open_prefixes = open_prefixes
 
     def is_open(self, path: str) -> bool:
-        return path in self.open_paths or (bool(self.open_prefixes)
-                                           and path.startswith(self.open_prefixes))
+        return path in self.open_paths or (
+            bool(self.open_prefixes) and path.startswith(self.open_prefixes)
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or self.is_open(scope["path"]):
@@ -55,8 +62,9 @@ class AuthMiddleware:
             self.store.authorize(bearer_token(authorization, api_key), model)
         except CorollaError as exc:
             scope["corolla.code"] = exc.code.name
-            headers = [(b"www-authenticate", b'Bearer realm="corolla"')] \
-                if exc.http_status == 401 else []
+            headers = (
+                [(b"www-authenticate", b'Bearer realm="corolla"')] if exc.http_status == 401 else []
+            )
             await send_error(send, exc.http_status, exc.message, headers)
             return
         await self.app(scope, receive, send)

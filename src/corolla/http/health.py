@@ -46,8 +46,9 @@ def health_routes(service: Any, skip: Collection[str] = ()) -> list[BaseRoute]:
         doc: dict[str, Any] = {"ready": ok}
         if not ok:
             doc["draining"] = bool(service.draining)
-            doc["not_ready"] = [n for n in service.manager.model_names()
-                                if not service.manager.model_ready(n)]
+            doc["not_ready"] = [
+                n for n in service.manager.model_names() if not service.manager.model_ready(n)
+            ]
             if not service.manager.model_names():
                 doc["reason"] = "no models configured"
         return _json(doc, 200 if ok else 503)

@@ -42,19 +42,33 @@ class HttpLimits:
     body_timeout: float = 120.0  # 0: none
 
 
-async def send_error(send: Any, status: int, message: str,
-                     headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def send_error(
+    send: Any, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     """A complete ``{"error": message}`` JSON response from pure ASGI code."""
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 class LimitsMiddleware:
-    def __init__(self, app: Any, limits: HttpLimits, inflight: Inflight,
-                 exempt_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: Any,
+        limits: HttpLimits,
+        inflight: Inflight,
+        exempt_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_body = limits.max_body_bytes
         self.max_concurrent = limits.max_concurrent_requests
@@ -68,8 +82,11 @@ class LimitsMiddleware:
         inflight = self.inflight
         if self.max_concurrent and inflight.total >= self.max_concurrent:
             scope["corolla.code"] = "RESOURCE_EXHAUSTED"
-            await send_error(send, 429, f"Too many concurrent requests (the limit is "
-                                        f"{self.max_concurrent}); retry later")
+            await send_error(
+                send,
+                429,
+                f"Too many concurrent requests (the limit is {self.max_concurrent}); retry later",
+            )
             return
         max_body = self.max_body
         if max_body:
@@ -85,9 +102,12 @@ class LimitsMiddleware:
                     n = -1
                 if n > max_body:
                     scope["corolla.code"] = "RESOURCE_EXHAUSTED"
-                    await send_error(send, 413, f"Request body of {n} bytes exceeds the limit "
-                                                f"of {max_body} bytes",
-                                     headers=[(b"connection", b"close")])
+                    await send_error(
+                        send,
+                        413,
+                        f"Request body of {n} bytes exceeds the limit of {max_body} bytes",
+                        headers=[(b"connection", b"close")],
+                    )
                     return
             elif scope["method"] in ("POST", "PUT", "PATCH"):
                 receive = _counting_receive(receive, max_body, scope)
@@ -115,9 +135,10 @@ def _counting_receive(receive: Any, limit: int, scope: dict[str, Any]) -> Any:
 
 
 _408 = json.dumps({"error": "Request timeout: the client sent the request too slowly"}).encode()
-_408_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                 b"connection: close\r\ncontent-length: " + str(len(_408)).encode()
-                 + b"\r\n\r\n" + _408)
+_408_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(_408)).encode() + b"\r\n\r\n" + _408
+)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -162,8 +183,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """Graceful shutdown: a request whose first bytes have arrived is still answered."""
-        if self._in_headers and self._begun and (self.cycle is None
-                                                 or self.cycle.response_complete):
+        if (
+            self._in_headers
+            and self._begun
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
             self._last_request = True  # bounded by the header timeout
             return
         super().shutdown()
@@ -197,13 +221,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now reports a disconnect
             cycle.message_event.set()
-        log.info("closing a connection from %s: %s not received in time",
-                 f"{self.client[0]}:{self.client[1]}" if self.client else "?",
-                 "request headers" if self._in_headers else "request body")
+        log.info(
+            "closing a connection from %s: %s not received in time",
+            f"{self.client[0]}:{self.client[1]}" if self.client else "?",
+            "request headers" if self._in_headers else "request body",
+        )
         transport.close()
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with these deadlines."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
-                {"header_timeout": header_timeout, "body_timeout": body_timeout})
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+    )

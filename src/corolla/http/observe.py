@@ -32,7 +32,8 @@ access_log = logging.getLogger("corolla.access")
 
 _V1 = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/[^/:]+|/labels/[^/:]+)?"
-    r"(?::(?P<verb>predict|classify|regress)|(?P<meta>/metadata))?/?$")
+    r"(?::(?P<verb>predict|classify|regress)|(?P<meta>/metadata))?/?$"
+)
 _V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?(?P<op>/infer|/ready)?/?$")
 _V1_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "ModelInfer"})
@@ -54,8 +55,9 @@ def parse_route(path: str) -> tuple[str, str] | None:
         if m is None:
             return None
         verb = m.group("verb")
-        api = _V1_API[verb] if verb else ("GetModelMetadata" if m.group("meta")
-                                          else "GetModelStatus")
+        api = (
+            _V1_API[verb] if verb else ("GetModelMetadata" if m.group("meta") else "GetModelStatus")
+        )
         return m.group("name"), api
     if path.startswith("/v2/models/"):
         m = _V2.match(path)
@@ -74,9 +76,15 @@ def status_name(http_status: int) -> str:
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None,
-                 known_model: Callable[[str], bool], draining: Callable[[], bool],
-                 access_log_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None,
+        known_model: Callable[[str], bool],
+        draining: Callable[[], bool],
+        access_log_enabled: bool = False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.known_model = known_model
@@ -134,10 +142,21 @@ class ObserveMiddleware:
             if self.access_log:
                 client = scope.get("client")
                 access_log.info(
-                    '%s %s %d %s %.2fms', scope["method"], scope["path"], status, code,
+                    "%s %s %d %s %.2fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    code,
                     elapsed * 1e3,
-                    extra={"method": scope["method"], "path": scope["path"], "status": status,
-                           "code": code, "duration_ms": round(elapsed * 1e3, 3),
-                           "client": f"{client[0]}:{client[1]}" if client else "",
-                           "model": model, "api": route[1] if route else ""})
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "code": code,
+                        "duration_ms": round(elapsed * 1e3, 3),
+                        "client": f"{client[0]}:{client[1]}" if client else "",
+                        "model": model,
+                        "api": route[1] if route else "",
+                    },
+                )
             REQUEST_ID.reset(token)
