@@ -1,0 +1,240 @@
+"""``corolla train`` and ``corolla evaluate``: argument parsing only.
+
+:func:`register` adds both subcommands to the main CLI's subparsers; each sets ``func`` to a
+callable taking the parsed Namespace and returning an exit code. Nothing heavy is imported at
+module import time (torch is imported inside the commands), so a serving-only install still
+runs ``corolla --help``. ``python -m corolla.training.cli`` runs these two on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+PRESETS = {  # recipe -> defaults that the command line may override
+    "cached": {
+        "epochs": 15,
+        "lr": 1e-3,
+        "batch_size": 64,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "patience": 5,
+        "schedule": "cosine",
+    },
+    "full": {
+        "epochs": 20,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+        "patience": 5,
+        "schedule": "cosine",
+    },
+    "scratch": {
+        "epochs": 40,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "weight_decay": 0.0,
+        "label_smoothing": 0.0,
+        "patience": 8,
+        "schedule": "constant",
+    },
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    t = subparsers.add_parser(
+        "train",
+        help="train an image classifier and publish a version",
+        description="Train on DATA_DIR/<class>/<images>, export to ONNX, "
+        "evaluate on a held-out split, publish the next version.",
+    )
+    t.add_argument("data_dir", nargs="?", type=Path, help="one folder per class")
+    t.add_argument("--dataset", choices=["tf_flowers"], help="download a public dataset instead")
+    t.add_argument("--cache-dir", type=Path, default=None, help="download cache (~/.cache/corolla)")
+    t.add_argument("--output", "-o", type=Path, required=True, help="model base path")
+    t.add_argument(
+        "--arch", default="efficientnet_lite0", choices=["efficientnet_lite0", "small_cnn"]
+    )
+    t.add_argument(
+        "--recipe",
+        choices=list(PRESETS),
+        default=None,
+        help="cached (CPU default for efficientnet_lite0), full (fine-tune "
+        "everything; default on a GPU), scratch (small_cnn)",
+    )
+    for name, typ in (
+        ("epochs", int),
+        ("lr", float),
+        ("batch-size", int),
+        ("weight-decay", float),
+        ("label-smoothing", float),
+        ("patience", int),
+    ):
+        t.add_argument(f"--{name}", type=typ, default=None, help="overrides the recipe preset")
+    t.add_argument("--schedule", choices=["cosine", "constant"], default=None)
+    t.add_argument("--views", type=int, default=6, help="cached: augmented views per image")
+    t.add_argument(
+        "--train-from-block",
+        type=int,
+        default=14,
+        help="cached: first EfficientNet block that is trained (0-15)",
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default="0.75,0.10,0.15", help="train,validation,test fractions")
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="feature caches and checkpoints (default: runs/<output name>)",
+    )
+    t.add_argument("--resume", action="store_true", help="resume from the workdir's checkpoint")
+    t.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="also produce an int8 graph and report its accuracy and speed",
+    )
+    t.add_argument(
+        "--serve-quantized",
+        action="store_true",
+        help="with --quantize: the published version serves the int8 graph",
+    )
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader workers (pixel recipes)")
+    t.add_argument("--threads", type=int, default=2, help="CPU threads for torch/ONNX Runtime")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=train_command)
+
+    e = subparsers.add_parser("evaluate", help="evaluate an exported model version on photos")
+    e.add_argument("version_dir", type=Path, help="a model version directory (<base>/<n>)")
+    e.add_argument("data_dir", type=Path, help="one folder per class (names = model labels)")
+    e.add_argument(
+        "--split",
+        choices=["all", "train", "validation", "test"],
+        default="all",
+        help="evaluate one split, recomputed from the model's recorded split rule",
+    )
+    e.add_argument("--out", type=Path, default=None, help="report folder (default: ./eval-<n>)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=evaluate_command)
+
+
+def _logging() -> None:
+    # INFO for Corolla's own steps; libraries (onnxruntime.quantization is chatty) stay quieter.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("corolla").setLevel(logging.INFO)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    _logging()
+    from corolla.training.data import SplitSpec
+    from corolla.training.pipeline import TrainJob, run
+    from corolla.training.recipes import RecipeConfig
+    from corolla.training.train import FitConfig, pick_device
+
+    if (args.data_dir is None) == (args.dataset is None):
+        print("corolla train: give DATA_DIR or --dataset (not both)", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir
+    if args.dataset == "tf_flowers":
+        from corolla.training.download import fetch_tf_flowers
+
+        data_dir = fetch_tf_flowers(args.cache_dir, progress=not args.no_progress)
+    device = pick_device(args.device)
+    recipe = args.recipe or (
+        "scratch" if args.arch == "small_cnn" else "full" if device.startswith("cuda") else "cached"
+    )
+    p = dict(PRESETS[recipe])
+    for key in p:
+        if getattr(args, key, None) is not None:
+            p[key] = getattr(args, key)
+    fit = FitConfig(
+        epochs=p["epochs"],
+        lr=p["lr"],
+        weight_decay=p["weight_decay"],
+        schedule=p["schedule"],
+        label_smoothing=p["label_smoothing"],
+        patience=p["patience"],
+        seed=args.seed,
+        device=device,
+        progress=not args.no_progress,
+    )
+    cfg = RecipeConfig(
+        arch=args.arch,
+        recipe=recipe,
+        fit=fit,
+        batch_size=p["batch_size"],
+        views=args.views,
+        train_from_block=args.train_from_block,
+        workers=args.workers,
+        threads=args.threads,
+    )
+    fractions = tuple(float(x) for x in args.split.split(","))
+    if len(fractions) != 3:
+        print("corolla train: --split needs three fractions", file=sys.stderr)
+        return 2
+    job = TrainJob(
+        data_dir=data_dir,
+        output=args.output,
+        recipe=cfg,
+        split=SplitSpec(fractions=fractions, seed=args.split_seed),  # type: ignore[arg-type]
+        workdir=args.workdir or Path("runs") / args.output.name,
+        resume=args.resume,
+        quantize=args.quantize,
+        serve_quantized=args.serve_quantized,
+    )
+    published = run(job)
+    print(published)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    _logging()
+    from corolla.model_dir import read_metadata
+    from corolla.training.data import SplitSpec, scan_dataset, split_dataset
+    from corolla.training.evaluate import evaluate_version
+    from corolla.training.metrics import format_report
+
+    md = read_metadata(args.version_dir)
+    ds = scan_dataset(args.data_dir, classes=md.labels)
+    samples = ds.samples
+    if args.split != "all":
+        rule = md.provenance.get("split") or {}
+        if "seed" not in rule:
+            print("corolla evaluate: the model records no split; use --split all", file=sys.stderr)
+            return 2
+        spec = SplitSpec(
+            fractions=tuple(
+                rule["fractions"][k]
+                for k in ("train", "validation", "test")  # type: ignore[arg-type]
+            ),
+            seed=rule["seed"],
+        )
+        samples = split_dataset(samples, spec)[args.split]
+    out = args.out or Path(f"eval-{args.version_dir.resolve().name}")
+    metrics = evaluate_version(
+        args.version_dir,
+        samples,
+        out,
+        title=f"{args.version_dir} on {args.split} of {args.data_dir}",
+        progress=not args.no_progress,
+        root=ds.root,
+    )
+    print(format_report(metrics), end="")
+    print(f"reports in {out}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="corolla")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
