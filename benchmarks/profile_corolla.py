@@ -173,7 +173,7 @@ def main() -> int:
         bodies = bodies_for(fmt, models[model]["image"], photos, rows)
         assert bodies is not None
         bpath = write_bodies(work / "bodies" / f"corolla-{fmt_name}-{model}.bin", bodies)
-        srv, port = build("corolla", model=model, info=models[model], batching=True, work=work)
+        srv, port, _ = build("corolla", model=model, info=models[model], batching=True, work=work)
         url = f"http://127.0.0.1:{port}{fmt.path.format(model=model)}"
         srv.start()
         try:

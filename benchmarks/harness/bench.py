@@ -20,7 +20,7 @@ from harness import envs
 from harness.loadgen import ensure_wrk, measure
 from harness.models import build_models
 from harness.servers import BATCH_SWITCH, PEER_BATCHING, build
-from harness.workload import FORMATS, bodies_for, feature_rows, pick_photos, write_bodies
+from harness.workload import bodies_for, feature_rows, formats_for, pick_photos, write_bodies
 
 WORK = envs.BENCH / ".work"
 
@@ -75,36 +75,38 @@ def run_suite(args: argparse.Namespace) -> int:
     def save() -> None:
         out_base.with_suffix(".json").write_text(json.dumps(doc, indent=1))
 
-    image_models = [m for m in args.models if models[m]["image"]]
-    if not args.no_limit:
-        for m in image_models:
-            log(f"in-process limit: {m}")
-            try:
-                doc["limit"][m] = run_limit(
-                    models[m]["version_dir"], raw_photos,
-                    seconds=max(2.0, args.seconds * 2 / 3),
-                    batches="1,32" if args.quick else "1,8,32")
-                log(f"  {doc['limit'][m]['best']}")
-            except Exception as exc:
-                doc["failures"].append({"what": f"limit {m}", "error": str(exc)})
-                log(f"  FAILED: {exc}")
-            save()
+    def limit(model: str, batches: str) -> dict[str, Any] | None:
+        log(f"in-process limit: {model} (batch sizes {batches})")
+        try:
+            res = run_limit(models[model]["version_dir"], raw_photos,
+                            seconds=max(2.0, args.seconds * 2 / 3), batches=batches)
+            log(f"  {res['best']}")
+            return res
+        except Exception as exc:
+            doc["failures"].append({"what": f"limit {model}", "error": str(exc)})
+            log(f"  FAILED: {exc}")
+            return None
 
     for model in args.models:
         info = models[model]
         conc = args.concurrency if info["image"] else args.tiny_concurrency
+        # The limit is measured just before this model's servers and again just after (at its
+        # best batch size): on a shared machine the two bracket the servers' conditions.
+        before = limit(model, "1,32" if args.quick else "1,4,8,16,32") \
+            if info["image"] and not args.no_limit else None
         for server in args.servers:
             variants = [True, False] if server in BATCH_SWITCH else [PEER_BATCHING[server]]
             for batching in variants:
                 fmts = []
-                for fmt in FORMATS[server].values():
+                for fmt in formats_for(server, model):
                     bodies = bodies_for(fmt, info["image"], photos, rows)
                     if bodies is not None:
                         path = WORK / "bodies" / f"{server}-{fmt.name}-{model}.bin"
                         fmts.append((fmt, write_bodies(path, bodies), bodies[0]))
                 if not fmts:
                     continue
-                srv, port = build(server, model=model, info=info, batching=batching, work=WORK)
+                srv, port, grpc_port = build(server, model=model, info=info,
+                                             batching=batching, work=WORK)
                 what = f"{server} {model} batching={'on' if batching else 'off'}"
                 log(f"start {what}")
                 try:
@@ -116,6 +118,8 @@ def run_suite(args: argparse.Namespace) -> int:
                     doc["sample_answers"][f"{server} {model}"] = answer[:300]
                     for fmt, bodies_path, _ in fmts:
                         url = f"http://127.0.0.1:{port}{fmt.path.format(model=model)}"
+                        if fmt.name == "grpc":
+                            url = f"grpc://127.0.0.1:{grpc_port}{fmt.path}"
                         for c in conc:
                             p = measure(srv, url, bodies_path, fmt.content_type, connections=c,
                                         seconds=args.seconds, warmup=args.warmup)
@@ -135,6 +139,16 @@ def run_suite(args: argparse.Namespace) -> int:
                     traceback.print_exc()
                 finally:
                     srv.stop()
+        if before is not None:
+            after = limit(model, str(before["best"]["batch"]))
+            lim = dict(before)
+            lim["before"] = before["best"]["photos_per_s"]
+            if after is not None:
+                lim["after"] = after["best"]["photos_per_s"]
+                lim["best"] = {"batch": before["best"]["batch"],
+                               "photos_per_s": (lim["before"] + lim["after"]) / 2}
+            doc["limit"][model] = lim
+            save()
     doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     doc["machine"]["loadavg_end"] = os.getloadavg()
     from harness.report import summarize, write_chart, write_markdown

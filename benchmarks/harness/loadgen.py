@@ -3,6 +3,8 @@
 One wrk thread drives every connection (wrk's event loop handles thousands of requests per
 second in well under a core), so the load generator takes as little of the machine's two cores
 as possible; its own CPU is measured (``wait4`` rusage) and reported beside the server's.
+gRPC has no wrk: harness.grpc_load (grpc.aio, pre-serialised requests) stands in, and costs
+more client CPU (reported the same way).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,9 +61,16 @@ class Point:
 
 def _wrk(url: str, bodies: Path, content_type: str, connections: int, seconds: float
          ) -> tuple[dict[str, Any], float]:
-    argv = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            "--timeout", "30s", "-s", str(LUA), url, "--", str(bodies), content_type]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """One bounded load run; ``grpc://HOST:PORT/Service/Method`` runs harness.grpc_load."""
+    if url.startswith("grpc://"):
+        addr, _, method = url.removeprefix("grpc://").partition("/")
+        argv = [sys.executable, "-m", "harness.grpc_load", addr, "/" + method, str(bodies),
+                str(connections), str(seconds)]
+    else:
+        argv = [ensure_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                "--timeout", "30s", "-s", str(LUA), url, "--", str(bodies), content_type]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
     assert proc.stdout is not None
     raw = proc.stdout.read()
     _, status, rusage = os.wait4(proc.pid, 0)

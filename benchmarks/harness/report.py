@@ -27,14 +27,21 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         m: dict[str, Any] = {}
         if cor:
             best = max(cor, key=lambda p: p["rps"])
-            m["corolla_best"] = {"label": label(best), "rps": best["rps"]}
+            m["corolla_best"] = {"label": label(best), "rps": best["rps"],
+                                 "cpu_ms_per_req": best["server_cpu_ms_per_req"]}
             for fmt in ("b64", "raw"):
                 on = [p for p in cor if p["format"] == fmt and p["batching"]]
                 if on:
                     m[f"corolla_{fmt}_rps"] = on[0]["rps"]
         if peers:
             bp = max(peers, key=lambda p: p["rps"])
-            m["best_peer"] = {"label": label(bp), "rps": bp["rps"]}
+            m["best_peer"] = {"label": label(bp), "rps": bp["rps"],
+                              "cpu_ms_per_req": bp["server_cpu_ms_per_req"]}
+            # Steadier than requests/s on a shared machine: CPU per request of the most
+            # CPU-frugal peer against Corolla's most frugal REST/gRPC variant with batching.
+            lean = min(peers, key=lambda p: p["server_cpu_ms_per_req"] or 1e9)
+            m["leanest_peer"] = {"label": label(lean),
+                                 "cpu_ms_per_req": lean["server_cpu_ms_per_req"]}
             if cor:
                 m["corolla_vs_best_peer"] = m["corolla_best"]["rps"] / bp["rps"]
                 if "corolla_b64_rps" in m:
@@ -55,6 +62,8 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             work = lim["cpu_ms_per_photo_decode"] + lim["cpu_ms_per_photo_infer"][
                 str(lim["best"]["batch"])]
             m["model_cpu_ms_per_photo"] = work
+            if cor:
+                m["cpu_efficiency_vs_limit"] = work / m["corolla_best"]["cpu_ms_per_req"]
             m["server_overhead_cpu_ms_per_req"] = {
                 label(p): p["server_cpu_ms_per_req"] - work for p in cor}
         s[model] = m
@@ -74,13 +83,17 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
              f"Python {mach['python']}. Load average at start "
              f"{', '.join(f'{x:.2f}' for x in mach['loadavg_start'])}, at end "
              f"{', '.join(f'{x:.2f}' for x in mach.get('loadavg_end', ()))}. "
-             f"`other cores` in the tables is the CPU that neither the server nor wrk used "
-             f"(other users of the machine): where it is not near 0, absolute numbers are low.")
+             f"`other cores` in the tables is the CPU that neither the server nor the load "
+             f"generator used (other users of the machine): where it is not near 0, absolute "
+             f"numbers are low and only ratios measured side by side mean much.")
     L.append("")
     L.append(f"Each point: {st['warmup']:g} s warm-up, then {st['seconds']:g} s of wrk (one "
              f"thread, C keep-alive connections) on 127.0.0.1, rotating through "
-             f"{st['photos']} real photos (mean {st['photo_bytes_mean'] / 1024:.0f} KiB). "
-             "CPU: the server's whole process tree (psutil). Requests/s counts 2xx answers.")
+             f"{st['photos']} real photos (mean {st['photo_bytes_mean'] / 1024:.0f} KiB); "
+             "gRPC points use harness/grpc_load.py (grpc.aio, C channels) instead of wrk. "
+             "CPU: the server's whole process tree (psutil). Requests/s counts 2xx answers. "
+             "Formats: b64 = JSON with base64 photos in each server's own protocol, raw = the "
+             "JPEG as the body, grpc = TF Serving Predict with a DT_STRING photo.")
     L.append("")
     for name, info in doc["models"].items():
         L.append(f"- **{name}**: {info['source']}")
@@ -107,18 +120,36 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         L.append("")
         L.append("Tiny model target: Corolla ≥ 2x the best peer's requests/s at concurrency 32.")
         L.append("")
+        L.append("CPU per request at concurrency 32 (steadier than requests/s when others use "
+                 "the machine; the limit's is decode + inference at its best batch size):")
+        L.append("")
+        L.append("| model | limit CPU ms/photo | Corolla best: CPU ms/req | limit / Corolla "
+                 "| best peer: CPU ms/req | leanest peer: CPU ms/req |")
+        L.append("|---|---|---|---|---|---|")
+        for model, m in summ.items():
+            cb, bp, lp = m.get("corolla_best"), m.get("best_peer"), m.get("leanest_peer")
+            L.append(f"| {model} | {_f(m.get('model_cpu_ms_per_photo'), 2)} | "
+                     f"{_f(cb['cpu_ms_per_req'], 2) if cb else '–'} | "
+                     f"{_f(m.get('cpu_efficiency_vs_limit'), 2)} | "
+                     f"{_f(bp['cpu_ms_per_req'], 2) + ' (' + bp['label'] + ')' if bp else '–'} | "
+                     f"{_f(lp['cpu_ms_per_req'], 2) + ' (' + lp['label'] + ')' if lp else '–'} |")
+        L.append("")
     if doc["limit"]:
         L.append("## In-process limit")
         L.append("")
-        L.append("| model | photos/s by batch size (all cores) | decode+preprocess CPU ms/photo "
+        L.append("| model | photos/s by batch size (all cores; before the servers) "
+                 "| limit used: before / after the servers → mean "
+                 "| decode+preprocess CPU ms/photo "
                  "| inference CPU ms/photo by batch | single call p50 / p99 ms |")
-        L.append("|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|")
         for model, lim in doc["limit"].items():
             tp = ", ".join(f"{b}: {v:.0f}" for b, v in lim["throughput"].items())
             inf = ", ".join(f"{b}: {v:.2f}" for b, v in lim["cpu_ms_per_photo_infer"].items())
             sc = lim["single_call_ms"]
-            L.append(f"| {model} | {tp} | {lim['cpu_ms_per_photo_decode']:.2f} | {inf} | "
-                     f"{sc['p50']:.1f} / {sc['p99']:.1f} |")
+            used = (f"{lim.get('before', 0):.0f} / {lim.get('after', 0):.0f} → "
+                    f"{lim['best']['photos_per_s']:.0f} (batch {lim['best']['batch']})")
+            L.append(f"| {model} | {tp} | {used} | {lim['cpu_ms_per_photo_decode']:.2f} | "
+                     f"{inf} | {sc['p50']:.1f} / {sc['p99']:.1f} |")
         L.append("")
     for model in st["models"]:
         pts = _pts(doc, model=model)
@@ -127,7 +158,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         L.append(f"## {model}")
         L.append("")
         L.append("| server | format | batching | C | req/s | p50 ms | p99 ms | server cores "
-                 "| server CPU ms/req | wrk cores | other cores | RSS MiB | errors |")
+                 "| server CPU ms/req | loadgen cores | other cores | RSS MiB | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in pts:
             L.append(f"| {p['server']} | {p['format']} | {'on' if p['batching'] else 'off'} | "
@@ -188,6 +219,7 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{model}: {unit} at concurrency {TARGET_CONC}")
         ax.tick_params(axis="y", labelsize=8)
         ax = axes[1][i]
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(k) for k in range(20)])
         series: dict[str, list[tuple[int, float]]] = {}
         for p in _pts(doc, model=model):
             series.setdefault(label(p), []).append((p["concurrency"], p["p50_ms"]))

@@ -24,16 +24,19 @@ MAX_BATCH = 32
 BATCH_WAIT_MS = 2.0
 
 
-def build(server: str, *, model: str, info: dict, batching: bool, work: Path) -> tuple[Server, int]:
+def build(server: str, *, model: str, info: dict, batching: bool, work: Path
+          ) -> tuple[Server, int, int | None]:
+    """The server (not started), its REST port and, for Corolla, its gRPC port."""
     port = free_port()
     log = work / "logs" / f"{server}-{model}-{'b' if batching else 'nb'}.log"
     if server == "corolla":
         bindir = envs.python("corolla").parent
+        grpc_port = free_port()
         argv = [str(bindir / "corolla"), "serve", "--host", "127.0.0.1",
-                f"--rest_api_port={port}", "--port=-1", f"--model_name={model}",
+                f"--rest_api_port={port}", f"--port={grpc_port}", f"--model_name={model}",
                 f"--model_base_path={info['base_path']}", "--file_system_poll_wait_seconds=0",
                 f"--enable_batching={'true' if batching else 'false'}", "--log_level=WARNING"]
-        return Server("corolla", argv, log_path=log), port
+        return Server("corolla", argv, log_path=log), port, grpc_port
     env = {"BENCH_MODEL_DIR": info["version_dir"], "BENCH_MODEL_NAME": model,
            "BENCH_PORT": str(port), "BENCH_WORKERS": str(WORKERS),
            "BENCH_MAX_BATCH": str(MAX_BATCH), "BENCH_BATCH_WAIT_MS": str(BATCH_WAIT_MS),
@@ -59,4 +62,4 @@ def build(server: str, *, model: str, info: dict, batching: bool, work: Path) ->
         script = {"kserve": "kserve_server.py", "fastapi": "fastapi_server.py",
                   "litserve": "litserve_server.py"}[server]
         argv = [str(py), str(PEERS_DIR / script)]
-    return Server(server, argv, env=env, cwd=PEERS_DIR, log_path=log), port
+    return Server(server, argv, env=env, cwd=PEERS_DIR, log_path=log), port, None

@@ -89,6 +89,34 @@ FORMATS: dict[str, dict[str, Format]] = {
 }
 
 
+def grpc_formats(model: str) -> dict[str, Format]:
+    """TF Serving gRPC Predict with the photo as a DT_STRING tensor (as TF Serving clients
+    send encoded images), or the tiny model's row as DT_FLOAT; pre-serialised messages."""
+    from corolla.protos.gen.tensorflow_serving.apis import predict_pb2
+
+    def image(d: bytes) -> bytes:
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = model
+        t = req.inputs["images"]
+        t.dtype = 7  # DT_STRING
+        t.tensor_shape.dim.add().size = 1
+        t.string_val.append(d)
+        return bytes(req.SerializeToString())
+
+    def tiny(r: list[float]) -> bytes:
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = model
+        t = req.inputs["features"]
+        t.dtype = 1  # DT_FLOAT
+        t.tensor_shape.dim.add().size = 1
+        t.tensor_shape.dim.add().size = 4
+        t.float_val.extend(r)
+        return bytes(req.SerializeToString())
+
+    return {"grpc": Format(name="grpc", path="/tensorflow.serving.PredictionService/Predict",
+                           content_type="application/grpc", image=image, tiny=tiny)}
+
+
 def write_bodies(path: Path, bodies: list[bytes]) -> Path:
     """Records ``<length>\\n<bytes>``, as bench.lua reads them."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +136,23 @@ def read_bodies(path: Path) -> list[bytes]:
         out.append(data[nl + 1:nl + 1 + n])
         pos = nl + 1 + n
     return out
+
+
+def formats_for(server: str, model: str) -> list[Format]:
+    """Every request format measured for ``server`` (Corolla: REST, and gRPC where built)."""
+    fmts = list(FORMATS[server].values())
+    if server == "corolla" and grpc_available():
+        fmts += list(grpc_formats(model).values())
+    return fmts
+
+
+def grpc_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("corolla.grpc.server") is not None
+    except ImportError:
+        return False
 
 
 def bodies_for(fmt: Format, model_is_image: bool, photos: list[bytes],
