@@ -19,6 +19,7 @@ Streaming methods (health Watch, reflection) get the key check only.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,10 @@ import grpc
 
 from corolla.auth import KeyStore, bearer_token
 from corolla.errors import CorollaError, PermissionDenied
+from corolla.logging_setup import REQUEST_ID, RequestIds
 from corolla.metrics import UNKNOWN_MODEL, Metrics
+
+access = logging.getLogger("corolla.access")
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 RELOAD_METHOD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
@@ -64,15 +68,18 @@ def request_models(request: Any) -> list[str]:
     return []
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
-    authorization = api_key = None
+def _metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None, str | None]:
+    """(authorization, x-api-key, x-request-id) from the call's metadata."""
+    authorization = api_key = request_id = None
     for item in context.invocation_metadata() or ():
         key, value = item[0], item[1]
         if key == "authorization":
             authorization = value if isinstance(value, str) else value.decode("latin-1")
         elif key == "x-api-key":
             api_key = value if isinstance(value, str) else value.decode("latin-1")
-    return authorization, api_key
+        elif key == "x-request-id":
+            request_id = value if isinstance(value, str) else value.decode("latin-1")
+    return authorization, api_key, request_id
 
 
 class OpsInterceptor(grpc.aio.ServerInterceptor):
@@ -84,12 +91,15 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         known_model: Callable[[str], bool] = lambda name: True,
         max_concurrent_requests: int = 0,
         health_open: bool = True,
+        access_log: bool = False,
     ) -> None:
         self.metrics = metrics
         self.keys = keys
         self.known_model = known_model
         self.max_concurrent = max_concurrent_requests
         self.health_open = health_open
+        self.access_log = access_log
+        self.ids = RequestIds()
         self._cache: dict[str, Any] = {}
 
     async def intercept_service(
@@ -160,9 +170,19 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
 
         return coro
 
-    async def _check_key(self, context: Any, method: str, models: list[str]) -> None:
+    async def _check_key(
+        self,
+        context: Any,
+        method: str,
+        models: list[str],
+        authorization: str | None = None,
+        api_key: str | None = None,
+        *,
+        read_metadata: bool = True,
+    ) -> None:
         assert self.keys is not None
-        authorization, api_key = _metadata(context)
+        if read_metadata:
+            authorization, api_key, _ = _metadata(context)
         try:
             key = self.keys.authenticate(bearer_token(authorization, api_key))
             if method == RELOAD_METHOD and not key.admin:
@@ -180,14 +200,20 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         max_concurrent = self.max_concurrent
         counted = not method.startswith(OPEN_HEALTH_METHODS)
 
+        access_log = self.access_log
+        ids = self.ids
+
         async def unary(request: Any, context: Any) -> Any:
             start = time.perf_counter()
+            authorization, api_key, rid = _metadata(context)
+            token = REQUEST_ID.set(ids.accept(rid))
             models = request_models(request) if (needs_key or metrics is not None) else []
             status = "OK"
             if counted and inflight is not None:
                 if max_concurrent and inflight.total >= max_concurrent:
                     status = "RESOURCE_EXHAUSTED"
                     self._record(metrics, models, api, status, start)
+                    REQUEST_ID.reset(token)
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"Too many concurrent requests (the limit is "
@@ -196,7 +222,9 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
                 inflight.grpc += 1
             try:
                 if needs_key:
-                    await self._check_key(context, method, models)
+                    await self._check_key(
+                        context, method, models, authorization, api_key, read_metadata=False
+                    )
                 result = await behavior(request, context)
                 code = context.code()
                 if code is not None and code != grpc.StatusCode.OK:
@@ -210,6 +238,23 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
                 if counted and inflight is not None:
                     inflight.grpc -= 1
                 self._record(metrics, models, api, status, start)
+                if access_log:
+                    elapsed = time.perf_counter() - start
+                    access.info(
+                        "GRPC %s %s %.2fms",
+                        method,
+                        status,
+                        elapsed * 1e3,
+                        extra={
+                            "method": "GRPC",
+                            "path": method,
+                            "code": status,
+                            "duration_ms": round(elapsed * 1e3, 3),
+                            "client": context.peer(),
+                            "model": ",".join(models),
+                        },
+                    )
+                REQUEST_ID.reset(token)
 
         return unary
 

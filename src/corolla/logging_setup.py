@@ -11,8 +11,11 @@ load/unload hooks into structured records (``event``, ``model``, ``version``, ``
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
+import re
+import secrets
 import sys
 import time
 from typing import Any
@@ -29,6 +32,31 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
     "color_message",
 }
+
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+class RequestIds:
+    """Request ids: the client's (``X-Request-ID``) when sane, else ``<random>-<counter>``."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4) + "-"
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def accept(self, value: str | bytes | None) -> str:
+        if value:
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("ascii")
+                except UnicodeDecodeError:
+                    return self.new()
+            if _VALID_ID.match(value):
+                return value
+        return self.new()
 
 
 class RequestIdFilter(logging.Filter):

@@ -171,7 +171,9 @@ class CorollaServer:
         if self.keys is not None:
             from corolla.http.auth import AuthMiddleware
 
-            app = AuthMiddleware(app, self.keys, open_paths=self.open_paths())
+            app = AuthMiddleware(
+                app, self.keys, open_paths=self.open_paths(),
+                open_apis=frozenset({"ModelReady"}) if opts.auth_open_health else frozenset())
         if opts.rest_api_enable_cors_support or opts.cors_allowed_origins:
             app = CORSMiddleware(
                 app, allow_origins=list(opts.cors_allowed_origins) or ["*"],
@@ -195,7 +197,8 @@ class CorollaServer:
                              known_model=self.manager.has_model,
                              max_concurrent_requests=self.options.http_limits
                              .max_concurrent_requests,
-                             health_open=self.options.auth_open_health)
+                             health_open=self.options.auth_open_health,
+                             access_log=self.options.access_log)
         return build_grpc_server(self.service,
                                  max_message_bytes=self.options.grpc_max_message_bytes,
                                  interceptors=[ops])

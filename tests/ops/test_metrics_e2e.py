@@ -123,7 +123,19 @@ def test_json_logs_access_log_and_events(server: Server) -> None:
             "/v1/models/m:predict", json=predict_body(), headers={"x-request-id": "trace-me-42"}
         )
         assert r.status_code == 200 and r.headers["x-request-id"] == "trace-me-42"
-    records = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        prediction_stub(ch).Predict(
+            grpc_predict_request("m"), metadata=[("x-request-id", "grpc-trace-7")], timeout=10
+        )
+
+    def read_records() -> list[dict[str, object]]:
+        return [json.loads(ln) for ln in server.log_text().splitlines() if ln.startswith("{")]
+
+    deadline = time.monotonic() + 5  # the gRPC access record follows the answer
+    while not any(r.get("request_id") == "grpc-trace-7" for r in read_records()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    records = read_records()
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
     access = [
         r
@@ -133,6 +145,10 @@ def test_json_logs_access_log_and_events(server: Server) -> None:
     assert len(access) == 1
     assert access[0]["status"] == 200 and access[0]["model"] == "m"
     assert access[0]["api"] == "Predict" and access[0]["duration_ms"] > 0
+    grpc_access = [r for r in records if r.get("request_id") == "grpc-trace-7"]
+    assert len(grpc_access) == 1
+    assert grpc_access[0]["path"] == "/tensorflow.serving.PredictionService/Predict"
+    assert grpc_access[0]["code"] == "OK" and grpc_access[0]["model"] == "m"
     events = {(r.get("event"), r.get("model")) for r in records if r["logger"] == "corolla.events"}
     assert ("model_loaded", "m") in events
     assert ("model_load_failed", "broken") in events

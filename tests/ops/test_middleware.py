@@ -135,6 +135,8 @@ async def test_auth_401_403_200_and_open_health(make: Make, tmp_path: Path) -> N
     assert r.status_code == 200
     assert (await c.get("/v2/health/ready")).status_code == 200  # health is open by default
     assert (await c.get("/readyz")).status_code == 200
+    assert (await c.get("/v2/models/m/ready")).status_code == 200
+    assert (await c.get("/v2/models/m")).status_code == 401  # metadata is not health
     assert (await c.get("/metrics")).status_code == 401  # metrics are not, by default
     m = await c.get("/metrics", headers={"x-api-key": "all-models-key"})
     assert (

@@ -27,11 +27,13 @@ class AuthMiddleware:
         *,
         open_paths: frozenset[str] = frozenset(),
         open_prefixes: tuple[str, ...] = (),
+        open_apis: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.store = store
         self.open_paths = open_paths
         self.open_prefixes = open_prefixes
+        self.open_apis = open_apis  # e.g. {"ModelReady"}: KServe V2 per-model readiness
 
     def is_open(self, path: str) -> bool:
         return path in self.open_paths or (
@@ -57,6 +59,9 @@ class AuthMiddleware:
         route = scope.get("corolla.route", _MISSING)
         if route is _MISSING:
             route = parse_route(scope["path"])
+        if route is not None and route[1] in self.open_apis:
+            await self.app(scope, receive, send)
+            return
         model = route[0] if route else None
         try:
             self.store.authorize(bearer_token(authorization, api_key), model)

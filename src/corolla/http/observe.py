@@ -14,15 +14,13 @@ otherwise it is derived from the HTTP status.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-from corolla.logging_setup import REQUEST_ID
+from corolla.logging_setup import REQUEST_ID, RequestIds
 from corolla.metrics import UNKNOWN_MODEL, Metrics
 
 Scope = dict[str, Any]
@@ -37,7 +35,6 @@ _V1 = re.compile(
 _V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?(?P<op>/infer|/ready)?/?$")
 _V1_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "ModelInfer"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 # HTTP status -> canonical code name, for responses that did not say which code they carry.
 _STATUS_CODE = {
@@ -90,20 +87,13 @@ class ObserveMiddleware:
         self.known_model = known_model
         self.draining = draining
         self.access_log = access_log_enabled
-        self._prefix = secrets.token_hex(4) + "-"
-        self._counter = itertools.count(1)
+        self.ids = RequestIds()
 
     def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
         for name, value in headers:
             if name == b"x-request-id":
-                try:
-                    rid = value.decode("ascii")
-                except UnicodeDecodeError:
-                    break
-                if _REQUEST_ID.match(rid):
-                    return rid
-                break
-        return f"{self._prefix}{next(self._counter):x}"
+                return self.ids.accept(value)
+        return self.ids.new()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
