@@ -271,11 +271,11 @@ def test_classify(server: Any) -> None:
 
 def test_regress_is_refused_clearly(server: Any) -> None:
     r = server.post("/v1/models/colors:regress", json={"examples": [{"x": 1.0}]})
-    assert r.status_code == 501
+    assert r.status_code == 400  # TF Serving: INVALID_ARGUMENT
     assert "regress" in r.json()["error"]
     assert ":classify" in r.json()["error"]
     r = server.post("/v1/models/plain:regress", json={"examples": [{"x": [1, 2, 3, 4]}]})
-    assert r.status_code == 501
+    assert r.status_code == 400
     assert "regress" in r.json()["error"] and "classif" not in r.json()["error"]
     r = server.post("/v1/models/plain:classify", json={"examples": [{"x": [1, 2, 3, 4]}]})
     assert r.status_code == 400 and "not a classifier" in r.json()["error"]

@@ -135,14 +135,6 @@ def test_grpc_reload_config_adds_and_removes_models_under_load(work: Path) -> No
         assert not load.failures, load.failures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Manager._publish drops a label whose new target is not AVAILABLE yet (404 'Unrecognized "
-        "servable version label') instead of keeping the old target until it is; "
-        "see .notes/ops-needs.md"
-    ),
-)
 def test_version_label_moves_only_to_an_available_version(work: Path) -> None:
     fake_model(work / "a", 1, offset=100.0, predict_seconds=0.005)
     config = work / "models.config"

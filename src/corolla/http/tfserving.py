@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from corolla.errors import InvalidArgument, NotFound, Unimplemented
+from corolla.errors import InvalidArgument, NotFound
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature
@@ -110,10 +110,13 @@ class TfServingRest:
             return json_response(tf_inference.regress_json(res.regressions or []))
         if verb == "classify":
             return await self._classify(request, spec, doc)
-        classifier = bool(self.service.metadata(spec)[1].labels)
-        raise Unimplemented(
-            f"Model {spec.name} has no regression signature (method_name "
-            f"tensorflow/serving/regress); use :predict{' or :classify' if classifier else ''}")
+        md = self.service.metadata(spec)[1]
+        sig = find_signature(md, spec)
+        # TF Serving's answer (INVALID_ARGUMENT) for a signature that is not a regression one.
+        raise InvalidArgument(
+            "Expected regression signature method_name to be tensorflow/serving/regress. "
+            f"Was: {sig.method_name}. Model {spec.name} has no regression signature; use "
+            f":predict{' or :classify' if md.labels else ''}")
 
     async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
                             ) -> Response:

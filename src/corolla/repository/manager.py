@@ -307,7 +307,15 @@ class Manager:
         for name, record in self._models.items():
             versions = {v: r.loaded for v, r in record.versions.items()
                         if r.state == State.AVAILABLE and r.loaded is not None}
-            labels = {k: v for k, v in record.config.version_labels.items() if v in versions}
+            # A label moves only once its new target is AVAILABLE; until then it keeps
+            # pointing where it pointed (requests on it never see a gap).
+            previous = self.serving_map.models.get(name)
+            labels = {}
+            for label, target in record.config.version_labels.items():
+                if target in versions:
+                    labels[label] = target
+                elif previous is not None and previous.labels.get(label) in versions:
+                    labels[label] = previous.labels[label]
             models[name] = ModelEntry(name=name, versions=MappingProxyType(versions),
                                       labels=MappingProxyType(labels))
         self.serving_map = ServingMap(MappingProxyType(models))
