@@ -15,7 +15,7 @@ import grpc
 
 from corolla import frontend
 from corolla.config import model_configs_from_proto
-from corolla.errors import Code, InvalidArgument, Unimplemented
+from corolla.errors import Code, InvalidArgument
 from corolla.grpc.errors import deadline, handle_errors
 from corolla.protocols import tensor_proto, tf_example
 from corolla.protocols.signature_def import SIGNATURE_DEF_FIELD, model_metadata_response
@@ -27,7 +27,9 @@ from corolla.protos.gen.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
+from corolla.runtimes import tf_inference
 from corolla.service import ClassifyResult, ModelSpec, PredictionService
 
 log = logging.getLogger("corolla.grpc")
@@ -54,10 +56,11 @@ def fill_model_spec(out: Any, name: str, version: int, signature_name: str = "")
         out.signature_name = signature_name
 
 
-def _regress_unimplemented(name: str) -> Unimplemented:
-    return Unimplemented(
-        f"Model {name} is a classifier and has no regression signature (method_name "
-        f"{REGRESS_METHOD}); use Predict or Classify")
+def _not_a_regression(name: str, method_name: str) -> InvalidArgument:
+    # TF Serving's answer (INVALID_ARGUMENT) for a signature that is not a regression one.
+    return InvalidArgument(
+        f"Expected regression signature method_name to be {REGRESS_METHOD}. Was: "
+        f"{method_name}. Model {name} has no regression signature; use Predict or Classify")
 
 
 class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -76,6 +79,17 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         for alias, array in result.outputs.items():
             tensor_proto.from_numpy(array, out=resp.outputs[alias])
         return resp
+
+    async def _examples(self, spec: ModelSpec, input_msg: Any, method: str,
+                        context: grpc.aio.ServicerContext) -> tf_inference.ExampleResult | None:
+        """Run a SavedModel classify/regress signature on serialized tf.Examples, or None when
+        the model takes the label path instead."""
+        _, md = self.service.metadata(spec)
+        if not tf_inference.wants_examples(md, spec.signature_name, method):
+            return None
+        return await tf_inference.run_examples(
+            self.service, spec, tf_inference.serialize_input(input_msg), method,
+            deadline=deadline(context))
 
     async def _classify(self, spec: ModelSpec, input_msg: Any, context: grpc.aio.ServicerContext
                         ) -> ClassifyResult:
@@ -98,8 +112,13 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
     @handle_errors
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
-        result = await self._classify(spec, request.input, context)
         resp = classification_pb2.ClassificationResponse()
+        ex = await self._examples(spec, request.input, CLASSIFY_METHOD, context)
+        if ex is not None:
+            fill_model_spec(resp.model_spec, ex.name, ex.version, ex.signature_name)
+            tf_inference.classification_result(ex.classifications or [], resp.result)
+            return resp
+        result = await self._classify(spec, request.input, context)
         fill_model_spec(resp.model_spec, result.name, result.version, result.signature_name)
         self._fill_classes(resp.result, result)
         return resp
@@ -107,8 +126,15 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
     @handle_errors
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
-        self.service.metadata(spec)  # NotFound first, as TF Serving answers
-        raise _regress_unimplemented(spec.name)
+        ex = await self._examples(spec, request.input, REGRESS_METHOD, context)
+        if ex is None:
+            _, md = self.service.metadata(spec)
+            sig = md.signatures.get(spec.signature)
+            raise _not_a_regression(spec.name, sig.method_name if sig else "(none)")
+        resp = regression_pb2.RegressionResponse()
+        fill_model_spec(resp.model_spec, ex.name, ex.version, ex.signature_name)
+        tf_inference.regression_result(ex.regressions or [], resp.result)
+        return resp
 
     @handle_errors
     async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -120,10 +146,20 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
                 "All ModelSpecs in a MultiInferenceRequest must access the same model name")
         resp = inference_pb2.MultiInferenceResponse()
         for task, spec in zip(request.tasks, specs, strict=True):
-            if task.method_name == REGRESS_METHOD:
-                raise _regress_unimplemented(spec.name)
-            if task.method_name != CLASSIFY_METHOD:
+            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
                 raise InvalidArgument(f"Unsupported signature method_name: {task.method_name}")
+            ex = await self._examples(spec, request.input, task.method_name, context)
+            if ex is not None:
+                out = resp.results.add()
+                fill_model_spec(out.model_spec, ex.name, ex.version, ex.signature_name)
+                if task.method_name == CLASSIFY_METHOD:
+                    tf_inference.classification_result(ex.classifications or [],
+                                                       out.classification_result)
+                else:
+                    tf_inference.regression_result(ex.regressions or [], out.regression_result)
+                continue
+            if task.method_name == REGRESS_METHOD:
+                raise _not_a_regression(spec.name, "tensorflow/serving/predict")
             result = await self._classify(spec, request.input, context)
             out = resp.results.add()
             fill_model_spec(out.model_spec, result.name, result.version, result.signature_name)
