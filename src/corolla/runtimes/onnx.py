@@ -130,11 +130,13 @@ class OnnxRuntime:
         self.options = options or OnnxOptions()
 
     def can_load(self, path: Path) -> bool:
+        """An ONNX graph is there, and corolla.json (if any) does not name another platform."""
         if (path / METADATA_FILE).exists():
             try:
-                return read_metadata(path).platform == "onnx"
+                md = read_metadata(path)
             except Exception:
                 return (path / ONNX_FILE).exists()
+            return md.platform == "onnx" and (path / md.graph).exists()
         return (path / ONNX_FILE).exists()
 
     def load(self, path: Path) -> OnnxServable:
