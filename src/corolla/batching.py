@@ -51,6 +51,9 @@ class BatchingOptions:
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
     eager: bool = True
+    # Measure each version at load and lower max_batch_size to the largest size that is still
+    # cheapest per row (corolla.autotune). On for Corolla's defaults, off for parameter files.
+    autotune: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.num_batch_threads < 1:

@@ -192,7 +192,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         else:
             cores = available_cpus()
             batching = BatchingOptions(num_batch_threads=cores,
-                                       eager=args.batch_dispatch == "eager")
+                                       eager=args.batch_dispatch == "eager", autotune=True)
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
     return ServerOptions(
@@ -281,12 +281,17 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
 
 
 def _default_intra(batching: object) -> int:
-    # Batch threads run side by side, one per core: each inference then uses one thread.
+    """ONNX Runtime threads per inference: one when inferences already run side by side.
+
+    Batch threads (or, without batching, the inference pool: one thread per core) run one
+    inference per core; giving each its own intra-op pool too would put two threads on every
+    core, spinning against each other.
+    """
     from corolla.batching import BatchingOptions
 
-    if isinstance(batching, BatchingOptions) and batching.num_batch_threads > 1:
-        return 1
-    return 0
+    threads = batching.num_batch_threads if isinstance(batching, BatchingOptions) else \
+        available_cpus()
+    return 1 if threads > 1 else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

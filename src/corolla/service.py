@@ -10,13 +10,15 @@ Every coroutine here runs on the event loop; nothing blocking runs on it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from corolla.autotune import tune_max_batch_size
 from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.config import ModelConfig
 from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
@@ -26,6 +28,8 @@ from corolla.repository.manager import Manager, VersionStatus
 from corolla.repository.policy import State
 from corolla.repository.serving_map import LoadedVersion
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
+
+log = logging.getLogger("corolla.service")
 
 DEFAULT_SIGNATURE = "serving_default"
 PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
@@ -101,6 +105,15 @@ class PredictionService:
         per_model = loaded.path / PER_MODEL_BATCHING_FILE
         if per_model.is_file():
             options = parse_batching_parameters(per_model.read_text(encoding="utf-8"))
+        elif options.autotune:
+            inner = getattr(loaded.servable, "inner", loaded.servable)  # not the metrics wrapper
+            tuned = tune_max_batch_size(inner, limit=options.max_batch_size)
+            if tuned is not None:
+                log.info("model %s version %d: max_batch_size %d (CPU ms per row by batch "
+                         "size: %s)", loaded.name, loaded.version, tuned.max_batch_size,
+                         {k: round(v, 3) for k, v in tuned.cost_per_row_ms.items()})
+                options = replace(options, max_batch_size=tuned.max_batch_size)
+                loaded.extras["autotune"] = tuned
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
 
     async def reload_config(self, configs: Sequence[ModelConfig], *,

@@ -1,0 +1,79 @@
+"""Choose a model's largest useful batch size by measuring it at load time.
+
+On CPUs a bigger batch is not always cheaper per row: measured here with ONNX Runtime on one
+thread, EfficientNet-Lite0 costs 5.2 ms per photo at batch 1 but 7.3 ms at batch 32, while a tiny
+MLP gets cheaper with every doubling. So with default batching parameters, each new version is
+timed at batch 1, 2, 4, ... (thread CPU time, which other load on the machine barely disturbs)
+and the batcher's ``max_batch_size`` becomes the largest size whose cost per row stays within
+``tolerance`` of the best seen. Growth stops early once a size is clearly worse, so a heavy
+model is timed on a handful of rows only. Runs in the loader thread, before AVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from corolla.model_dir import Signature
+from corolla.runtimes.base import Servable
+from corolla.tensors import numpy_dtype
+
+log = logging.getLogger("corolla.autotune")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneResult:
+    max_batch_size: int
+    cost_per_row_ms: dict[int, float]
+
+
+def _example_inputs(sig: Signature, rows: int, rng: np.random.Generator
+                    ) -> dict[str, np.ndarray] | None:
+    out = {}
+    for alias, spec in sig.inputs.items():
+        if spec.shape is None or not spec.shape or spec.dtype == "string":
+            return None
+        if spec.shape[0] not in (-1, rows) or any(d < 0 for d in spec.shape[1:]):
+            return None  # no batch dimension, or other unknown sizes: cannot time it
+        shape = (rows, *spec.shape[1:])
+        dtype = numpy_dtype(spec.dtype)
+        if dtype.kind == "f":
+            out[alias] = rng.standard_normal(shape).astype(dtype)
+        else:
+            out[alias] = np.zeros(shape, dtype)
+    return out
+
+
+def tune_max_batch_size(servable: Servable, *, limit: int, tolerance: float = 0.05,
+                        stop_above: float = 0.10, repeats: int = 3,
+                        budget_seconds: float = 3.0) -> TuneResult | None:
+    """The largest batch size (a power of two up to ``limit``) worth forming, or None when the
+    signature cannot be timed (unknown sizes, string inputs)."""
+    sig = servable.metadata.signatures.get("serving_default")
+    if sig is None:
+        return None
+    rng = np.random.default_rng(0)
+    costs: dict[int, float] = {}
+    deadline = time.monotonic() + budget_seconds
+    size = 1
+    while size <= limit:
+        inputs = _example_inputs(sig, size, rng)
+        if inputs is None:
+            return None
+        servable.predict(inputs)  # first run of a shape: allocations, not steady state
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time()
+            servable.predict(inputs)
+            best = min(best, time.thread_time() - start)
+        costs[size] = best / size * 1e3
+        cheapest = min(costs.values())
+        if costs[size] > cheapest * (1 + stop_above) or time.monotonic() > deadline:
+            break
+        size *= 2
+    cheapest = min(costs.values())
+    chosen = max(s for s, c in costs.items() if c <= cheapest * (1 + tolerance))
+    return TuneResult(max_batch_size=chosen, cost_per_row_ms=costs)
