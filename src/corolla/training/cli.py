@@ -12,16 +12,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-PRESETS = {  # recipe -> defaults that the command line may override
+PRESETS: dict[str, dict[str, Any]] = {  # recipe -> defaults that the command line may override
     "cached": {
-        "epochs": 15,
+        "epochs": 4,
         "lr": 1e-3,
         "batch_size": 64,
         "weight_decay": 0.05,
         "label_smoothing": 0.1,
-        "patience": 5,
+        "patience": 2,
         "schedule": "cosine",
+        "warmup_epochs": 0.3,
     },
     "full": {
         "epochs": 20,
@@ -31,6 +33,7 @@ PRESETS = {  # recipe -> defaults that the command line may override
         "label_smoothing": 0.1,
         "patience": 5,
         "schedule": "cosine",
+        "warmup_epochs": 1.0,
     },
     "scratch": {
         "epochs": 40,
@@ -40,11 +43,12 @@ PRESETS = {  # recipe -> defaults that the command line may override
         "label_smoothing": 0.0,
         "patience": 8,
         "schedule": "constant",
+        "warmup_epochs": 0.0,
     },
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = subparsers.add_parser(
         "train",
         help="train an image classifier and publish a version",
@@ -159,6 +163,7 @@ def train_command(args: argparse.Namespace) -> int:
         schedule=p["schedule"],
         label_smoothing=p["label_smoothing"],
         patience=p["patience"],
+        warmup_epochs=p["warmup_epochs"],
         seed=args.seed,
         device=device,
         progress=not args.no_progress,
@@ -173,15 +178,15 @@ def train_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
     )
-    fractions = tuple(float(x) for x in args.split.split(","))
-    if len(fractions) != 3:
+    parts = [float(x) for x in args.split.split(",")]
+    if len(parts) != 3:
         print("corolla train: --split needs three fractions", file=sys.stderr)
         return 2
     job = TrainJob(
         data_dir=data_dir,
         output=args.output,
         recipe=cfg,
-        split=SplitSpec(fractions=fractions, seed=args.split_seed),  # type: ignore[arg-type]
+        split=SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed),
         workdir=args.workdir or Path("runs") / args.output.name,
         resume=args.resume,
         quantize=args.quantize,
@@ -207,11 +212,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if "seed" not in rule:
             print("corolla evaluate: the model records no split; use --split all", file=sys.stderr)
             return 2
+        fr = rule["fractions"]
         spec = SplitSpec(
-            fractions=tuple(
-                rule["fractions"][k]
-                for k in ("train", "validation", "test")  # type: ignore[arg-type]
-            ),
+            fractions=(fr["train"], fr["validation"], fr["test"]),
             seed=rule["seed"],
         )
         samples = split_dataset(samples, spec)[args.split]

@@ -100,8 +100,8 @@ def scan_dataset(root: str | Path, classes: Sequence[str] | None = None) -> Data
         ds.samples.append(Sample(path=kept, label=copies[0][1], sha256=digest))
     for group in ds.conflicts:
         log.warning("dropped: identical image filed under several classes: %s", ", ".join(group))
-    for dropped, kept in ds.duplicates:
-        log.info("duplicate %s of %s: kept one copy", dropped, kept)
+    for dropped, kept_name in ds.duplicates:
+        log.info("duplicate %s of %s: kept one copy", dropped, kept_name)
     return ds
 
 

@@ -130,6 +130,9 @@ def quantize_int8(
 
     pre = int8_path.with_name(int8_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantiser logs one INFO line per tensor
     try:
         batches = iter(np.array_split(calibration, max(1, len(calibration) // 16)))
         quantize_static(
@@ -144,6 +147,7 @@ def quantize_int8(
             nodes_to_exclude=_softmax_nodes(pre),
         )
     finally:
+        root.setLevel(level)
         pre.unlink(missing_ok=True)
 
 

@@ -52,6 +52,7 @@ class RecipeConfig:
     dropout: float = 0.3
     train_from_block: int = 14  # cached: blocks before this one are frozen and cached
     views: int = 6  # cached: augmented views per training image (plus one clean view)
+    epoch_views: str = "all"  # cached: an epoch visits "all" cached views, or "one" per image
     workers: int = 0
     threads: int = 2
 
@@ -65,7 +66,9 @@ class Trained:
     skipped_images: list[str]
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+def _batches(
+    x: torch.Tensor, y: torch.Tensor, size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for i in range(0, len(x), size):
         yield x[i : i + size], y[i : i + size]
 
@@ -141,9 +144,12 @@ def train_cached(
     starts = np.searchsorted(tr.sample_index, images)
     counts = np.diff(np.append(starts, len(tr.sample_index)))
 
-    def train_batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def train_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([seed, epoch])
-        pick = rng.permutation(starts + (rng.random(len(starts)) * counts).astype(np.int64))
+        if cfg.epoch_views == "all":
+            pick = rng.permutation(len(x_tr))
+        else:  # one random view of each image
+            pick = rng.permutation(starts + (rng.random(len(starts)) * counts).astype(np.int64))
         for i in range(0, len(pick), cfg.batch_size):
             j = torch.from_numpy(pick[i : i + cfg.batch_size])
             yield x_tr[j], y_tr[j]
@@ -165,7 +171,8 @@ def train_cached(
         top.eval()
         net._dropout.train()
 
-    steps = (len(starts) + cfg.batch_size - 1) // cfg.batch_size
+    per_epoch = len(x_tr) if cfg.epoch_views == "all" else len(starts)
+    steps = (per_epoch + cfg.batch_size - 1) // cfg.batch_size
     history = fit(
         top,
         groups,
@@ -226,7 +233,7 @@ def train_pixels(
 
     def train_batches(epoch: int) -> Any:
         tr_ds.set_epoch(epoch)
-        tr_dl.generator.manual_seed(cfg.fit.seed + epoch)  # type: ignore[union-attr]
+        tr_dl.generator.manual_seed(cfg.fit.seed + epoch)
         return tr_dl
 
     workdir.mkdir(parents=True, exist_ok=True)
