@@ -187,17 +187,16 @@ class Batcher:
                 self._close(next(iter(self._open.values())))
 
     async def _execute(self, batch: _Batch, tasks: list[_Task], now: float) -> None:
-        try:
+        def merge_and_predict() -> tuple[Tensors, int]:
+            # In the batch thread: concatenating a batch of images copies megabytes, which
+            # must not hold up the event loop.
             inputs, total = self._merge(tasks)
-        except CorollaError as exc:
-            for t in tasks:
-                t.future.set_exception(exc)
-            return
+            return self._servable.predict(inputs, signature=batch.signature,
+                                          output_filter=batch.output_filter), total
+
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(
-                self._executor, lambda: self._servable.predict(
-                    inputs, signature=batch.signature, output_filter=batch.output_filter))
+            outputs, total = await loop.run_in_executor(self._executor, merge_and_predict)
         except Exception as exc:
             err = exc if isinstance(exc, CorollaError) else Internal(f"inference failed: {exc!r}")
             if not isinstance(exc, CorollaError):

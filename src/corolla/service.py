@@ -284,6 +284,8 @@ class PredictionService:
             except CorollaError as exc:
                 raise type(exc)(f"image {i}: {exc.message}", exc.code) from exc
 
+        if len(flat) == 1:  # the common case: no gather, and a view instead of a copy
+            return (await loop.run_in_executor(self._decode, one, 0, flat[0]))[np.newaxis]
         arrays = await asyncio.gather(
             *(loop.run_in_executor(self._decode, one, i, d) for i, d in enumerate(flat)))
         return np.stack(arrays)
@@ -303,15 +305,29 @@ class PredictionService:
             fut = asyncio.get_running_loop().run_in_executor(
                 self._infer, lambda: loaded.servable.predict(
                     inputs, signature=signature, output_filter=output_filter))
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError as exc:
+        # One timer per request instead of wait_for + shield (two extra futures): on expiry the
+        # future is cancelled, which the batcher sees as "caller gone" and skips.
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
             fut.cancel()
-            raise DeadlineExceeded("Deadline exceeded while waiting for the model") from exc
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + timeout, expire)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if expired:
+                raise DeadlineExceeded("Deadline exceeded while waiting for the model") from None
+            raise
         except CorollaError:
             raise
         except Exception as exc:
             raise Internal(f"inference failed: {exc!r}") from exc
+        finally:
+            timer.cancel()
 
 
 def find_signature(md: ModelMetadata, spec: ModelSpec) -> Signature:
