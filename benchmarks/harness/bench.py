@@ -39,6 +39,19 @@ def run_limit(model_dir: str, photos: Path, *, seconds: float, batches: str) -> 
     raise RuntimeError(f"limit failed:\n{res.stdout}\n{res.stderr}")
 
 
+def corolla_code() -> str:
+    """The commit of the Corolla code a server starts with (editable install: the work tree),
+    with "+dirty" when src/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=envs.REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=envs.REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine_info() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_start": os.getloadavg(),
@@ -108,7 +121,8 @@ def run_suite(args: argparse.Namespace) -> int:
                 srv, port, grpc_port = build(server, model=model, info=info,
                                              batching=batching, work=WORK)
                 what = f"{server} {model} batching={'on' if batching else 'off'}"
-                log(f"start {what}")
+                code = corolla_code() if server == "corolla" else None
+                log(f"start {what}" + (f" (code {code})" if code else ""))
                 try:
                     srv.start()
                     f0, _, body0 = fmts[0]
@@ -125,6 +139,8 @@ def run_suite(args: argparse.Namespace) -> int:
                                         seconds=args.seconds, warmup=args.warmup)
                             rec = {"model": model, "server": server, "format": fmt.name,
                                    "batching": batching, "concurrency": c, **p.as_dict()}
+                            if code:
+                                rec["code"] = code
                             doc["points"].append(rec)
                             log(f"  {fmt.name:4s} c={c:<3d} {p.rps:8.1f}/s p50 {p.p50_ms:7.1f} ms"
                                 f" p99 {p.p99_ms:7.1f} ms cpu {p.server_cpu_cores:.2f} cores"

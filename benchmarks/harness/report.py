@@ -101,6 +101,12 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
     for name, info in doc["models"].items():
         L.append(f"- **{name}**: {info['source']}")
     L.append("")
+    codes = sorted({p["code"] for p in doc["points"] if p.get("code")})
+    if codes:
+        L.append(f"Corolla code measured (commit at each server start): {', '.join(codes)}"
+                 + (" — **it changed during the run**: compare Corolla rows with care."
+                    if len(codes) > 1 else "."))
+        L.append("")
     summ = doc.get("summary", {})
     if summ:
         L.append("## Against the targets")
