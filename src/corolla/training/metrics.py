@@ -139,6 +139,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -146,7 +147,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validation")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if key == "acc" else "cross-entropy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("accuracy" if key == "acc" else "cross-entropy (train: with smoothing)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
