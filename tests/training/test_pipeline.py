@@ -64,6 +64,7 @@ def test_feature_cache_is_reproducible(photos: Path) -> None:
     "extra",
     [
         ["--arch", "small_cnn", "--epochs", "2", "--batch-size", "8"],
+        ["--recipe", "full", "--epochs", "1", "--batch-size", "8"],  # the GPU recipe, on CPU
         ["--epochs", "2", "--views", "1", "--train-from-block", "15", "--quantize", "int8"],
     ],
 )
