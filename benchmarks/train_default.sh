@@ -4,7 +4,7 @@
 #   benchmarks/train_default.sh [DATA_DIR] [OUTPUT_BASE_PATH]
 #
 # DATA_DIR defaults to the development photos (../shared/datasets/flower_photos from the project
-# root); pass --dataset-style download instead with:  corolla train --dataset tf_flowers ...
+# root). To train on the public download instead: corolla train --dataset tf_flowers ...
 # The run is deterministic up to floating-point summation order (seeded split, augmentation and
 # initialisation). Prints wall-clock and CPU time; the result is published as the next version
 # under OUTPUT_BASE_PATH (default runs/models/flowers), with its reports inside.
@@ -14,8 +14,9 @@ DATA=${1:-../shared/datasets/flower_photos}
 OUT=${2:-runs/models/flowers}
 PY=${PYTHON:-.venv/bin/python}
 
-# The default recipe: EfficientNet-Lite0 (ImageNet), frozen stem + blocks 0-13 cached once over a
-# clean view and 6 augmented views per training photo, blocks 14-15 + head + classifier fine-tuned for 4 epochs over all cached views.
+# The default recipe: EfficientNet-Lite0 (ImageNet), frozen stem + blocks 0-13 cached once over
+# a clean view and 6 augmented views per training photo; blocks 14-15 + head + classifier
+# fine-tuned for 4 epochs over all cached views. Measured: docs/training.md.
 /usr/bin/time -f "wall %e s, user %U s, sys %S s, max RSS %M KB" \
   "$PY" -m corolla.training.cli train "$DATA" --output "$OUT" \
     --arch efficientnet_lite0 --recipe cached --train-from-block 14 --views 6 \
