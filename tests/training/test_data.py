@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from corolla.training.data import (  # noqa: E402
+from corolla.training.data import (
     SplitSpec,
     scan_dataset,
     split_dataset,

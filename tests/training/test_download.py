@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from corolla.training.download import (  # noqa: E402
+from corolla.training.download import (
     ChecksumMismatch,
     DownloadError,
     RemoteArchive,
@@ -51,7 +51,7 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 rng = self.headers.get("Range")
                 outer.requests.append(rng)
                 if self.path != "/f.tgz":
@@ -65,8 +65,9 @@ class Server:
                         return
                     self.send_response(206)
                     self.send_header(
-                        "Content-Range", f"bytes {start}-{len(outer.payload) - 1}/"
-                        f"{len(outer.payload)}")  # fmt: skip
+                        "Content-Range",
+                        f"bytes {start}-{len(outer.payload) - 1}/{len(outer.payload)}",
+                    )
                 else:
                     self.send_response(200)
                 body = outer.payload[start:]
@@ -104,8 +105,12 @@ def _sha(b: bytes) -> str:
 
 
 def test_download_and_extract(server: Server, tmp_path: Path) -> None:
-    remote = RemoteArchive(url=server.url, sha256=_sha(server.payload),
-                           size=len(server.payload), folder="flower_photos")  # fmt: skip
+    remote = RemoteArchive(
+        url=server.url,
+        sha256=_sha(server.payload),
+        size=len(server.payload),
+        folder="flower_photos",
+    )
     root = fetch_archive(remote, tmp_path, progress=False)
     assert sorted(p.name for p in root.iterdir()) == ["daisy", "tulips"]
     assert (root / "tulips" / "2.jpg").read_bytes() == random.Random("tulips-2").randbytes(20_000)

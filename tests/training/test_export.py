@@ -32,8 +32,9 @@ def _inputs(photos: Path, spec) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.stack([preprocess_image(f.read_bytes(), spec) for f in files])
 
 
-@pytest.mark.parametrize(("arch", "spec"), [("small_cnn", SMALL_CNN_SPEC),
-                                            ("efficientnet_lite0", LITE0_SPEC)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("arch", "spec"), [("small_cnn", SMALL_CNN_SPEC), ("efficientnet_lite0", LITE0_SPEC)]
+)
 def test_export_round_trip_pytorch_and_onnxruntime_agree(
     tmp_path: Path, photos: Path, arch: str, spec
 ) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +107,7 @@ def test_a_polling_reader_never_sees_a_partial_version(tmp_path: Path) -> None:
                     size = (v / "model.onnx").stat().st_size
                     if size < 1_000_000:
                         problems.append(f"version {n}: model.onnx has {size} bytes")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     problems.append(f"version {n}: {exc}")
             for p in base.iterdir():
                 if not is_version_name(p.name) and not p.name.startswith("."):

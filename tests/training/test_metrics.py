@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from corolla.training.metrics import (  # noqa: E402
+from corolla.training.metrics import (
     classification_metrics,
     confusion_matrix,
     format_report,
@@ -59,8 +59,16 @@ def test_top_k() -> None:
 
 def test_plots(tmp_path: Path) -> None:
     plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png", "t")
-    hist = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 0.5 + e / 10,
-             "val_acc": 0.4 + e / 10} for e in (1, 2, 3)]  # fmt: skip
+    hist = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_acc": 0.5 + e / 10,
+            "val_acc": 0.4 + e / 10,
+        }
+        for e in (1, 2, 3)
+    ]
     plot_curves(hist, tmp_path / "curves.png", "t")
     for name in ("cm.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -73,11 +73,21 @@ def _toy(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     x = torch.randn(64, 8, generator=g)
     y = (x[:, 0] > 0).long()
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)), x, y
+    return (
+        torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)),
+        x,
+        y,
+    )
 
 
-def _run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: FitConfig,
-         ck: Path | None, resume: bool = False):  # fmt: skip
+def _run(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: FitConfig,
+    ck: Path | None,
+    resume: bool = False,
+):
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
         for i in range(0, len(x), 16):
