@@ -39,5 +39,9 @@ typecheck: $(VENV)/.installed-dev
 
 check: lint typecheck test
 
+## Benchmarks (builds its own environments under benchmarks/.venvs; ~40 min).
+bench:
+	$(PYTHON) benchmarks/run.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
