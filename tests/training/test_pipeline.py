@@ -127,3 +127,17 @@ def test_train_cli_publishes_an_evaluated_version(
 
 def test_train_needs_data(tmp_path: Path) -> None:
     assert cli.main(["train", "--output", str(tmp_path / "m")]) == 2
+
+
+def test_cached_recipe_is_reproducible(photos: Path, tmp_path: Path) -> None:
+    import torch
+
+    from corolla.training.recipes import RecipeConfig, run_recipe
+    from corolla.training.train import FitConfig
+
+    splits = split_dataset(scan_dataset(photos).samples, SplitSpec(fractions=(0.6, 0.2, 0.2)))
+    cfg = RecipeConfig(fit=FitConfig(epochs=1, progress=False), views=1, train_from_block=15)
+    torch.manual_seed(123)  # whatever the global RNG holds before, the result is the same
+    a = run_recipe(splits, 3, cfg, tmp_path / "a", resume=False).model.state_dict()
+    b = run_recipe(splits, 3, cfg, tmp_path / "b", resume=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -30,7 +30,7 @@ from corolla.training.data import Sample
 from corolla.training.features import FeatureCache, cache_features
 from corolla.training.loaders import ImageDataset, drop_undecodable, loader
 from corolla.training.models import EfficientNetLite0, build_model
-from corolla.training.train import EpochRecord, FitConfig, fit
+from corolla.training.train import EpochRecord, FitConfig, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ def run_recipe(
     workdir: Path,
     resume: bool,
 ) -> Trained:
+    seed_everything(cfg.fit.seed)  # the new classifier's initialisation comes from this
     if cfg.recipe == "cached":
         if cfg.arch != "efficientnet_lite0":
             raise ValueError("the cached recipe needs a pretrained backbone (efficientnet_lite0)")
