@@ -185,3 +185,42 @@ async def test_lookups_and_classify(make_service: Callable[..., object]) -> None
         await service.predict(
             ModelSpec(name="fake"), {"x": np.zeros((1, 4))}, output_filter=["nope"]
         )
+
+
+async def test_cheap_models_run_inline_with_default_batching(
+    make_service: Callable[..., object],
+) -> None:
+    """With Corolla's defaults (autotune), a model cheaper than a thread hand-off runs on the
+    event loop; a slow one still goes through its batcher; big requests never run inline."""
+    import threading
+
+    from corolla.service import INLINE_MAX_ROWS
+
+    service: PredictionService = await make_service(  # type: ignore[misc]
+        BatchingOptions(autotune=True))
+    fake = service.manager.serving_map.find("fake")
+    slow = service.manager.serving_map.find("slow")
+    assert fake.extras.get("inline_rows") == INLINE_MAX_ROWS
+    assert "inline_rows" not in slow.extras
+    servable = fake.servable.inner if hasattr(fake.servable, "inner") else fake.servable
+    assert isinstance(servable, FakeServable)
+    threads: list[str] = []
+    original = servable.predict
+
+    def recording(*args: object, **kw: object) -> object:
+        threads.append(threading.current_thread().name)
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    servable.predict = recording  # type: ignore[method-assign]
+    loop_thread = threading.current_thread().name
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = await service.predict(ModelSpec(name="fake"), {"x": x})
+    assert np.array_equal(out.outputs["outputs"], x * 2)
+    big = np.ones((INLINE_MAX_ROWS + 1, 4), np.float32)
+    out = await service.predict(ModelSpec(name="fake"), {"x": big})
+    assert np.array_equal(out.outputs["outputs"], big * 2)
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    # Same answers with batching off.
+    plain: PredictionService = await make_service(None)  # type: ignore[misc]
+    again = await plain.predict(ModelSpec(name="fake"), {"x": x})
+    assert np.array_equal(again.outputs["outputs"], x * 2)

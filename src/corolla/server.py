@@ -29,6 +29,7 @@ from corolla.config import ModelConfig, load_model_config_file
 from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
 from corolla.http.app import build_app
+from corolla.http.fastpath import FastInference
 from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
 from corolla.http.limits import HttpLimits, LimitsMiddleware, guarded_protocol
 from corolla.http.observe import ObserveMiddleware
@@ -127,6 +128,12 @@ class CorollaServer:
             decode_executor=self.decode_pool, infer_executor=self.infer_pool)
         self.metrics = Metrics()
         self.metrics.instrument(self.service)
+        self._v1_rest = TfServingRest(self.service)
+        self._v2_rest: Any = None
+        with contextlib.suppress(ImportError):
+            from corolla.http.kserve_v2 import KServeV2Rest
+
+            self._v2_rest = KServeV2Rest(self.service)
         events = ModelEvents()
         self.manager.on_load.append(events.on_load)
         self.manager.on_unload.append(events.on_unload)
@@ -146,11 +153,9 @@ class CorollaServer:
 
     def rest_routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
-        with contextlib.suppress(ImportError):
-            from corolla.http.kserve_v2 import v2_routes
-
-            routes.extend(v2_routes(self.service))
-        routes.extend(TfServingRest(self.service).routes())
+        if self._v2_rest is not None:
+            routes.extend(self._v2_rest.routes())
+        routes.extend(self._v1_rest.routes())
         routes.extend(health_routes(self.service, skip=route_paths(routes)))
         routes.extend(metrics_routes(self.metrics, self.options.metrics_paths))
         return routes
@@ -167,7 +172,9 @@ class CorollaServer:
     def rest_app(self) -> Any:
         """Starlette app wrapped (outermost first) in observe -> limits -> CORS -> auth."""
         opts = self.options
-        app: Any = build_app(self.rest_routes())
+        app: Any = FastInference(
+            build_app(self.rest_routes()), v1=self._v1_rest.handle,
+            v2_infer=self._v2_rest.infer if self._v2_rest is not None else None)
         if self.keys is not None:
             from corolla.http.auth import AuthMiddleware
 

@@ -65,6 +65,14 @@ class ClassifyResult:
     classes: list[list[tuple[str, float]]]
 
 
+# A model whose inference at batch 1 costs at most this much CPU (measured at load, with the
+# default batching parameters) runs inline on the event loop for requests of up to
+# INLINE_MAX_ROWS rows: the hand-off to an inference thread and the batcher would cost the loop
+# more than the model itself (benchmarks/PROFILE.md, tiny model).
+INLINE_MAX_MS = 0.05
+INLINE_MAX_ROWS = 64
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceOptions:
     batching: BatchingOptions | None = field(default_factory=BatchingOptions)
@@ -114,6 +122,10 @@ class PredictionService:
                          {k: round(v, 3) for k, v in tuned.cost_per_row_ms.items()})
                 options = replace(options, max_batch_size=tuned.max_batch_size)
                 loaded.extras["autotune"] = tuned
+                if tuned.cost_per_row_ms.get(1, float("inf")) <= INLINE_MAX_MS:
+                    log.info("model %s version %d runs inline on the event loop (%.3f ms per "
+                             "call)", loaded.name, loaded.version, tuned.cost_per_row_ms[1])
+                    loaded.extras["inline_rows"] = INLINE_MAX_ROWS
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
 
     async def reload_config(self, configs: Sequence[ModelConfig], *,
@@ -298,6 +310,16 @@ class PredictionService:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             raise DeadlineExceeded("Deadline exceeded before the request could run")
+        inline_rows = loaded.extras.get("inline_rows", 0)
+        if isinstance(inline_rows, int) and inline_rows and _rows(inputs) <= inline_rows:
+            # A model cheaper than the hand-off to a thread (measured at load): run it here.
+            try:
+                return loaded.servable.predict(inputs, signature=signature,
+                                               output_filter=output_filter)
+            except CorollaError:
+                raise
+            except Exception as exc:
+                raise Internal(f"inference failed: {exc!r}") from exc
         if isinstance(batcher, Batcher):
             fut = batcher.submit(inputs, deadline=deadline, signature=signature,
                                  output_filter=output_filter)
@@ -328,6 +350,11 @@ class PredictionService:
             raise Internal(f"inference failed: {exc!r}") from exc
         finally:
             timer.cancel()
+
+
+def _rows(inputs: Tensors) -> int:
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def find_signature(md: ModelMetadata, spec: ModelSpec) -> Signature:

@@ -39,9 +39,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_model(work / "models" / "broken", 1, fail="this version is broken")
     (work / "models.config").write_text(CONFIG)
     (work / "monitoring.config").write_text("prometheus_config { enable: true }\n")
+    # Explicit batching parameters: with Corolla's defaults a model as cheap as the fake one
+    # runs inline, without a batcher, and the batching metrics below would stay empty.
+    (work / "batching.config").write_text("max_batch_size { value: 32 }\n")
     with serve(
         [
             "--model_config_file=models.config",
+            "--enable_batching",
+            "--batching_parameters_file=batching.config",
             "--monitoring_config_file=monitoring.config",
             "--max_num_load_retries=0",
             "--log_format=json",

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from ops_process import fake_model, predict_body, scrape
 
+from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig
 from corolla.http.limits import HttpLimits
 from corolla.server import CorollaServer, ServerOptions
@@ -67,7 +68,9 @@ async def test_request_id_is_echoed_or_made(make: Make) -> None:
 
 
 async def test_metrics_status_labels_follow_the_canonical_code(make: Make) -> None:
-    _server, c = await make()
+    # Explicit batching parameters (no autotune): the fake model is cheap enough that Corolla's
+    # defaults would run it inline, and the queuing metric below would stay empty.
+    _server, c = await make(batching=BatchingOptions())
     for _ in range(3):
         assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
     r = await c.post("/v1/models/m:predict", json={"instances": [[1, 2]]})  # wrong shape
