@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a flowers version directory (default: the trained model in "
                          "src/corolla/default_model/flowers if present, else a stand-in)")
     ap.add_argument("--no-limit", action="store_true", help="skip the in-process limit")
+    ap.add_argument("--corolla-workers", default="2",
+                    help="extra Corolla variants with --rest_workers N (batching on, REST "
+                         "only), comma-separated; '' for none (default 2)")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     args = ap.parse_args(argv)
     q = args.quick
@@ -58,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         .split(",")]
     args.tiny_concurrency = [int(c) for c in (args.tiny_concurrency or ("32" if q else "1,32"))
                              .split(",")]
+    args.corolla_workers = [int(w) for w in args.corolla_workers.split(",") if w.strip()]
     args.seconds = args.seconds if args.seconds is not None else (3.0 if q else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 3.0)
     return args

@@ -108,10 +108,15 @@ def run_suite(args: argparse.Namespace) -> int:
         before = limit(model, "1,32" if args.quick else "1,4,8,16,32") \
             if info["image"] and not args.no_limit else None
         for server in args.servers:
-            variants = [True, False] if server in BATCH_SWITCH else [PEER_BATCHING[server]]
-            for batching in variants:
+            variants = [(True, 1), (False, 1)] if server in BATCH_SWITCH else \
+                [(PEER_BATCHING[server], 1)]
+            if server == "corolla":
+                variants += [(True, w) for w in args.corolla_workers if w > 1]
+            for batching, workers in variants:
                 fmts = []
                 for fmt in formats_for(server, model):
+                    if workers > 1 and fmt.name == "grpc":
+                        continue  # REST workers serve REST; gRPC stays in the main process
                     bodies = bodies_for(fmt, info["image"], photos, rows)
                     if bodies is not None:
                         path = WORK / "bodies" / f"{server}-{fmt.name}-{model}.bin"
@@ -119,8 +124,9 @@ def run_suite(args: argparse.Namespace) -> int:
                 if not fmts:
                     continue
                 srv, port, grpc_port = build(server, model=model, info=info,
-                                             batching=batching, work=WORK)
-                what = f"{server} {model} batching={'on' if batching else 'off'}"
+                                             batching=batching, work=WORK, workers=workers)
+                what = f"{server} {model} batching={'on' if batching else 'off'}" + (
+                    f" rest_workers={workers}" if workers > 1 else "")
                 code = corolla_code() if server == "corolla" else None
                 log(f"start {what}" + (f" (code {code})" if code else ""))
                 try:
@@ -138,7 +144,8 @@ def run_suite(args: argparse.Namespace) -> int:
                             p = measure(srv, url, bodies_path, fmt.content_type, connections=c,
                                         seconds=args.seconds, warmup=args.warmup)
                             rec = {"model": model, "server": server, "format": fmt.name,
-                                   "batching": batching, "concurrency": c, **p.as_dict()}
+                                   "batching": batching, "workers": workers, "concurrency": c,
+                                   **p.as_dict()}
                             if code:
                                 rec["code"] = code
                             doc["points"].append(rec)

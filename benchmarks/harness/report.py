@@ -14,7 +14,8 @@ def _pts(doc: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
 
 def label(p: dict[str, Any]) -> str:
     if p["server"] == "corolla":
-        return f"corolla {p['format']} {'batch' if p['batching'] else 'no-batch'}"
+        procs = f" x{p['workers']} procs" if p.get("workers", 1) > 1 else ""
+        return f"corolla {p['format']} {'batch' if p['batching'] else 'no-batch'}{procs}"
     return f"{p['server']} {p['format']}" + (" (batching)" if p["batching"] else "")
 
 
@@ -170,7 +171,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
                  "| server CPU ms/req | loadgen cores | other cores | RSS MiB | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in pts:
-            L.append(f"| {p['server']} | {p['format']} | {'on' if p['batching'] else 'off'} | "
+            server = p["server"] + (f" ({p['workers']} REST processes)"
+                                    if p.get("workers", 1) > 1 else "")
+            L.append(f"| {server} | {p['format']} | {'on' if p['batching'] else 'off'} | "
                      f"{p['concurrency']} | {p['rps']:,.1f} | {p['p50_ms']:.1f} | "
                      f"{p['p99_ms']:.1f} | {p['server_cpu_cores']:.2f} | "
                      f"{p['server_cpu_ms_per_req']:.2f} | {p['wrk_cpu_cores']:.2f} | "
@@ -183,7 +186,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
                      f"{m['model_cpu_ms_per_photo']:.2f} CPU ms/photo; Corolla's own overhead "
                      "per request (server CPU ms/req minus that): " + "; ".join(
                          f"{k} {v:+.2f}" for k, v in m["server_overhead_cpu_ms_per_req"].items()
-                         if k.endswith(" batch") or "no-batch" in k))
+                         if k.endswith(" batch") or "no-batch" in k or k.endswith(" procs")))
         L.append("")
     if doc["failures"]:
         L.append("## Failures")

@@ -24,18 +24,21 @@ MAX_BATCH = 32
 BATCH_WAIT_MS = 2.0
 
 
-def build(server: str, *, model: str, info: dict, batching: bool, work: Path
+def build(server: str, *, model: str, info: dict, batching: bool, work: Path, workers: int = 1
           ) -> tuple[Server, int, int | None]:
-    """The server (not started), its REST port and, for Corolla, its gRPC port."""
+    """The server (not started), its REST port and, for Corolla, its gRPC port.
+
+    ``workers``: Corolla's ``--rest_workers`` (the peers' process counts are WORKERS)."""
     port = free_port()
-    log = work / "logs" / f"{server}-{model}-{'b' if batching else 'nb'}.log"
+    log = work / "logs" / f"{server}-{model}-{'b' if batching else 'nb'}-w{workers}.log"
     if server == "corolla":
         bindir = envs.python("corolla").parent
         grpc_port = free_port()
         argv = [str(bindir / "corolla"), "serve", "--host", "127.0.0.1",
                 f"--rest_api_port={port}", f"--port={grpc_port}", f"--model_name={model}",
                 f"--model_base_path={info['base_path']}", "--file_system_poll_wait_seconds=0",
-                f"--enable_batching={'true' if batching else 'false'}", "--log_level=WARNING"]
+                f"--enable_batching={'true' if batching else 'false'}", "--log_level=WARNING",
+                f"--rest_workers={workers}"]
         return Server("corolla", argv, log_path=log), port, grpc_port
     env = {"BENCH_MODEL_DIR": info["version_dir"], "BENCH_MODEL_NAME": model,
            "BENCH_PORT": str(port), "BENCH_WORKERS": str(WORKERS),

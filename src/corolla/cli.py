@@ -119,6 +119,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="after the listeners close, wait this long for in-flight requests")
     c.add_argument("--access_log", default=False, **b)
     c.add_argument("--log_level", default="INFO")
+    c.add_argument("--rest_workers", type=int, default=1,
+                   help="processes serving the REST API on one port (default 1). More help "
+                        "when the server's own work, not inference, fills a core: cheap models "
+                        "at high request rates. Each process loads every model")
     o = p.add_argument_group("Corolla operations and security flags (docs/operations.md)")
     o.add_argument("--log_format", default="text", choices=["text", "json"])
     o.add_argument("--enable_metrics", default=True, **b,
@@ -181,6 +185,11 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
             raise CorollaError(f"--model_name={name} needs --model_base_path")
         models = [ModelConfig(name=name or "default", base_path=resolve_base_path(base),
                               platform=args.model_platform)]
+    if args.rest_workers < 1:
+        raise CorollaError("--rest_workers must be at least 1")
+    workers = args.rest_workers
+    # Threads per process: the machine's cores shared among the REST processes.
+    per_process = max(1, available_cpus() // workers)
     batching = None
     if args.enable_batching:
         if args.batching_parameters_file:
@@ -190,8 +199,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                 raise CorollaError(f"cannot read --batching_parameters_file: {exc}") from exc
             batching = parse_batching_parameters(text)
         else:
-            cores = available_cpus()
-            batching = BatchingOptions(num_batch_threads=cores,
+            batching = BatchingOptions(num_batch_threads=per_process,
                                        eager=args.batch_dispatch == "eager", autotune=True)
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
@@ -203,7 +211,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         cors_allowed_origins=origins, batching=batching,
-        onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads or _default_intra(batching)),
+        onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads
+                         or _default_intra(batching, per_process)),
         tensorflow=TensorflowOptions(
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,
@@ -218,6 +227,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         drain_timeout_seconds=args.drain_timeout_seconds,
         access_log=args.access_log,
+        decode_threads=per_process if workers > 1 else 0,
+        rest_workers=workers, log_level=args.log_level, log_format=args.log_format,
         **ops,
         enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
     )
@@ -280,7 +291,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
     }
 
 
-def _default_intra(batching: object) -> int:
+def _default_intra(batching: object, cores: int) -> int:
     """ONNX Runtime threads per inference: one when inferences already run side by side.
 
     Batch threads (or, without batching, the inference pool: one thread per core) run one
@@ -289,9 +300,10 @@ def _default_intra(batching: object) -> int:
     """
     from corolla.batching import BatchingOptions
 
-    threads = batching.num_batch_threads if isinstance(batching, BatchingOptions) else \
-        available_cpus()
-    return 1 if threads > 1 else 0
+    threads = batching.num_batch_threads if isinstance(batching, BatchingOptions) else cores
+    if threads > 1:
+        return 1
+    return 0 if cores == available_cpus() else cores  # 0: ONNX Runtime's default, every core
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

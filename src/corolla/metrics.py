@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -184,6 +184,7 @@ class Metrics:
             ProcessCollector(registry=r)
         # Label children cached by label values: ``labels()`` costs a lock and validation.
         self._req_children: dict[tuple[str, str, str], Any] = {}
+        self.gather: Callable[[], Awaitable[bytes]] | None = None
 
     # ---- request path (event loop) ---------------------------------------------------------
 
@@ -231,6 +232,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return render(self.registry)
+
+    def families(self) -> list[Family]:
+        return families(self.registry)
+
+    async def scrape(self) -> bytes:
+        """What the metrics endpoint answers: this process's metrics, or with REST workers
+        every process's merged (``gather``, installed by corolla.workers)."""
+        if self.gather is not None:
+            return await self.gather()
+        return self.render()
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -338,30 +349,73 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+# One metric family as plain data (picklable, for REST workers): name, help, type, samples.
+Sample = tuple[str, tuple[tuple[str, str], ...], float]
+Family = tuple[str, str, str, list[Sample]]
+
+# Gauges that add up across processes; other gauges (model state, readiness) are the main
+# process's. Counters and histograms always add up.
+SUMMED_GAUGES = frozenset({
+    "corolla_inflight_requests", "corolla_batch_queue_depth",
+    "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds",
+})
+
+
+def families(registry: CollectorRegistry) -> list[Family]:
+    out: list[Family] = []
+    for metric in registry.collect():
+        created = metric.name + "_created"
+        samples = [(s.name, tuple((k, str(v)) for k, v in s.labels.items()), float(s.value))
+                   for s in metric.samples
+                   if s.name != created and s.name != metric.name + "_total_created"]
+        out.append((metric.name, metric.documentation, metric.type, samples))
+    return out
+
+
+def merge_families(parts: Sequence[Sequence[Family]]) -> list[Family]:
+    """Several processes' families as one server's: sums where sums mean something (counters,
+    histograms, in-flight and memory gauges), otherwise the first process's value."""
+    merged: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    for part in parts:
+        for name, doc, mtype, samples in part:
+            entry = merged.setdefault(name, (doc, mtype, {}))
+            values = entry[2]
+            add = mtype in ("counter", "histogram", "summary", "gaugehistogram") or \
+                name in SUMMED_GAUGES
+            for sname, labels, value in samples:
+                key = (sname, labels)
+                if add:
+                    values[key] = values.get(key, 0.0) + value
+                else:
+                    values.setdefault(key, value)
+    return [(name, doc, mtype, [(k[0], k[1], v) for k, v in values.items()])
+            for name, (doc, mtype, values) in merged.items()]
+
+
 def render(registry: CollectorRegistry) -> bytes:
+    return render_families(families(registry))
+
+
+def render_families(fams: Sequence[Family]) -> bytes:
     """Prometheus text format 0.0.4, keeping counter sample names as the collectors give them.
 
     prometheus_client's own writer renames every counter family to ``<name>_total``; TF
     Serving's counters have no suffix, so this writer names a family after its samples.
     """
     out: list[str] = []
-    for metric in registry.collect():
-        name, mtype = metric.name, metric.type
-        if mtype == "counter" and any(s.name == name + "_total" for s in metric.samples):
+    for name, doc, mtype, samples in fams:
+        if mtype == "counter" and any(s[0] == name + "_total" for s in samples):
             name += "_total"
         elif mtype == "unknown":
             mtype = "untyped"
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        doc = doc.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {mtype}\n")
-        created = metric.name + "_created"
-        for s in metric.samples:
-            if s.name == created or s.name == name + "_created":
-                continue
-            if s.labels:
-                labels = ",".join(f'{k}="{_escape(str(v))}"' for k, v in s.labels.items())
-                out.append(f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n")
+        for sname, labels, value in samples:
+            if labels:
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                out.append(f"{sname}{{{text}}} {floatToGoString(value)}\n")
             else:
-                out.append(f"{s.name} {floatToGoString(s.value)}\n")
+                out.append(f"{sname} {floatToGoString(value)}\n")
     return "".join(out).encode("utf-8")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from prometheus_client.metrics_core import Metric
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
@@ -44,6 +45,7 @@ from corolla.runtimes.tensorflow import TensorflowOptions, TensorflowRuntime
 from corolla.service import PredictionService, ServiceOptions
 from corolla.tls import TlsFiles
 from corolla.warmup import WarmupOptions, warmup_hook
+from corolla.workers import START_TIMEOUT, WorkerLink, WorkerPool
 
 log = logging.getLogger("corolla.server")
 
@@ -84,6 +86,10 @@ class ServerOptions:
     warmup: WarmupOptions = field(default_factory=WarmupOptions)
     allowed_model_roots: tuple[str, ...] = ()
     runtimes_extra: tuple[Any, ...] = ()
+    # Processes serving the REST API on one port (corolla.workers); 1: this process only.
+    rest_workers: int = 1
+    log_level: str = "INFO"  # for the REST worker processes' logging
+    log_format: str = "text"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -111,9 +117,12 @@ def _runtimes(options: ServerOptions) -> list[Runtime]:
 
 
 class CorollaServer:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, *, worker: WorkerLink | None = None) -> None:
+        """``worker``: this process is a REST worker of another (corolla.workers)."""
         self.options = options
-        cores = available_cpus()
+        self.worker = worker
+        self.pool: WorkerPool | None = None
+        cores = max(1, available_cpus() // max(1, options.rest_workers))  # cores per process
         self.decode_pool = ThreadPoolExecutor(options.decode_threads or cores,
                                               thread_name_prefix="decode")
         n_infer = options.batching.num_batch_threads if options.batching else cores
@@ -128,6 +137,8 @@ class CorollaServer:
             decode_executor=self.decode_pool, infer_executor=self.infer_pool)
         self.metrics = Metrics()
         self.metrics.instrument(self.service)
+        if worker is not None:
+            self.metrics.gather = worker.gather_metrics
         self._v1_rest = TfServingRest(self.service)
         self._v2_rest: Any = None
         with contextlib.suppress(ImportError):
@@ -217,8 +228,18 @@ class CorollaServer:
 
     async def start(self) -> None:
         opts = self.options
+        if self.worker is not None:
+            # A REST worker listens only once its models have settled: the kernel hands new
+            # connections to every listening process, and none should land on one that is
+            # still loading.
+            await self.manager.set_configs(list(opts.models))
+            names = [c.name for c in opts.models]
+            await self.manager.wait_until(
+                lambda: all(self.manager.settled(n) for n in names), START_TIMEOUT)
         sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if opts.rest_workers > 1 or self.worker is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((opts.host, opts.rest_api_port))
         sock.listen(2048)
         sock.setblocking(False)
@@ -239,6 +260,16 @@ class CorollaServer:
         self._uvicorn = _Uvicorn(config)
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),
                                                name="rest"))
+        if self.keys is not None and opts.auth_keys_file:
+            self._tasks.append(asyncio.create_task(
+                self.keys.watch(opts.auth_reload_seconds, self._stop), name="keys-watch"))
+        if self.worker is not None:
+            log.info("REST worker %d listening on %s:%d", self.worker.index, opts.host,
+                     self.rest_port)
+            self._tasks.append(asyncio.create_task(
+                self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
+                name="fs-poll"))
+            return
         if opts.grpc_port >= 0:
             self._grpc = self._grpc_server()
             if self._grpc is not None:
@@ -251,18 +282,28 @@ class CorollaServer:
                 else:
                     self.grpc_port = self._grpc.add_insecure_port(address)
                 await self._grpc.start()
-        log.info("REST API on %s:%d%s, gRPC on port %d%s", opts.host, self.rest_port,
-                 " (TLS)" if opts.rest_tls else "", self.grpc_port,
-                 " (TLS)" if opts.grpc_tls else "")
-        if self.keys is not None and opts.auth_keys_file:
-            self._tasks.append(asyncio.create_task(
-                self.keys.watch(opts.auth_reload_seconds, self._stop), name="keys-watch"))
+        log.info("REST API on %s:%d%s%s, gRPC on port %d%s", opts.host, self.rest_port,
+                 " (TLS)" if opts.rest_tls else "",
+                 f" ({opts.rest_workers} processes)" if opts.rest_workers > 1 else "",
+                 self.grpc_port, " (TLS)" if opts.grpc_tls else "")
+        if opts.rest_workers > 1:
+            self.pool = WorkerPool(self, opts.rest_workers, self.rest_port)
+            self.metrics.gather = self.pool.gather_metrics
+            self.service.reload_listeners.append(self.pool.reload_config)
+            self.metrics.add_source(self._workers_gauge)
+            await self.pool.start()
         await self.manager.set_configs(list(opts.models))
         self._tasks.append(asyncio.create_task(
             self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
             name="fs-poll"))
         if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._poll_config_file(), name="cfg-poll"))
+
+    def _workers_gauge(self) -> list[Metric]:
+        m = Metric("corolla_rest_processes", "Processes serving the REST API now.", "gauge")
+        m.add_sample("corolla_rest_processes", {},
+                     1 + (self.pool.alive() if self.pool is not None else 0))
+        return [m]
 
     async def _poll_config_file(self) -> None:
         path = self.options.model_config_file
@@ -287,6 +328,8 @@ class CorollaServer:
                 log.info("model config file changed: serving %s", [c.name for c in configs])
                 last = configs
                 await self.manager.set_configs(configs)
+                if self.pool is not None:
+                    await self.pool.set_configs(configs)
 
     def request_stop(self) -> None:
         if not self.draining:
@@ -301,6 +344,10 @@ class CorollaServer:
     async def shutdown(self) -> None:
         self.draining = self.service.draining = True
         self._stop.set()
+        workers_stop = None
+        if self.pool is not None:  # they drain in parallel with this process
+            workers_stop = asyncio.create_task(self.pool.stop(
+                self.options.shutdown_grace_seconds + self.options.drain_timeout_seconds + 10))
         if self.options.shutdown_grace_seconds > 0:
             await asyncio.sleep(self.options.shutdown_grace_seconds)
         grpc_stop = None
@@ -313,6 +360,8 @@ class CorollaServer:
                 await t
         if grpc_stop is not None:
             await grpc_stop
+        if workers_stop is not None:
+            await workers_stop
         await self.manager.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True)

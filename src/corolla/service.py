@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -90,6 +90,9 @@ class PredictionService:
         self._infer = infer_executor
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
+        # Other processes serving the same models (REST workers): ReloadConfig reaches them too.
+        self.reload_listeners: list[
+            Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]] = []
         manager.prepare.append(self._attach_batcher)
 
     def ready(self) -> bool:
@@ -133,9 +136,19 @@ class PredictionService:
         """TF Serving's ReloadConfig: serve exactly ``configs``; return once every model's
         aspired versions are AVAILABLE, or raise the error of one that failed to load (or of
         a base path that cannot be read); DEADLINE_EXCEEDED past ``timeout``."""
+        await self.manager.set_configs(configs)
+        others = [asyncio.ensure_future(f(configs, timeout)) for f in self.reload_listeners]
+        try:
+            await self._settled(configs, timeout)
+        finally:
+            results = await asyncio.gather(*others, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _settled(self, configs: Sequence[ModelConfig], timeout: float | None) -> None:
         from corolla.errors import DeadlineExceeded, NotFound
 
-        await self.manager.set_configs(configs)
         names = [c.name for c in configs]
         try:
             await self.manager.wait_until(

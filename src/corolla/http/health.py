@@ -73,7 +73,7 @@ def health_routes(service: Any, skip: Collection[str] = ()) -> list[BaseRoute]:
 
 def metrics_routes(metrics: Metrics, paths: Sequence[str]) -> list[BaseRoute]:
     async def scrape(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await metrics.scrape(), media_type=CONTENT_TYPE)
 
     return [Route(p, scrape, methods=["GET"]) for p in dict.fromkeys(paths)]
 

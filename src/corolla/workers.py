@@ -1,0 +1,324 @@
+"""``--rest_workers N``: the REST API served by N processes sharing one port.
+
+One Python process turns at most one core into HTTP parsing, JSON and routing (the GIL). When
+that is the bottleneck (cheap models: per-request server work costs more than inference), more
+processes are the only way to use more cores. Layout:
+
+- The **main process** is the server as with one worker: gRPC, REST, the models, the config
+  file poll, ReloadConfig, metrics. It binds the REST port with ``SO_REUSEPORT``.
+- **REST workers** (``N - 1`` processes, started with ``spawn``) each run the same REST app with
+  their own manager, models and batching, and bind the same port with ``SO_REUSEPORT``: the
+  kernel spreads new connections over the listening processes. A worker starts listening only
+  once its models have settled (loaded or failed), so no connection ever lands on a process
+  that is still loading. Each polls the model base paths itself (version directories appear in
+  every process within ``--file_system_poll_wait_seconds``).
+- **Control** goes over two pipes per worker. Main -> worker: new model configs (from the
+  config file poll, or ReloadConfig, which returns only once every process has applied it),
+  metrics collection. Worker -> main: a metrics scrape that landed on the worker is answered by
+  the main process with every process's metrics merged, so Prometheus sees one server whichever
+  process answers: counters and histograms summed, in-flight gauges summed, model state from
+  the main process.
+- **Lifecycle**: SIGTERM to the main process drains every worker the same way (readiness false,
+  listeners close, in-flight requests finish); a worker that dies is restarted (backoff up to
+  30 s); a worker whose main process disappears (its pipe closes) shuts itself down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from corolla.config import ModelConfig
+from corolla.errors import Code, CorollaError, Unavailable
+from corolla.metrics import Family, merge_families, render_families
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from corolla.server import CorollaServer, ServerOptions
+
+log = logging.getLogger("corolla.workers")
+
+RPC_TIMEOUT = 10.0  # seconds; a metrics scrape or a config push that takes longer is an error
+START_TIMEOUT = 600.0  # seconds for a worker to load its models and start listening
+MAX_BACKOFF = 30.0
+
+
+class PipeRpc:
+    """Blocking request/response over one end of a pipe: one call at a time, tagged replies
+    (a reply that arrives after its caller gave up is recognised and dropped)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def call(self, message: tuple[Any, ...], timeout: float) -> Any:
+        with self._lock:
+            rid = next(self._ids)
+            self.conn.send((rid, message))
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.conn.poll(left):
+                    raise TimeoutError(f"no answer to {message[0]!r} in {timeout:.0f} s")
+                got, ok, value = self.conn.recv()
+                if got == rid:
+                    if ok:
+                        return value
+                    code, text = value
+                    raise CorollaError(text, Code[code])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+def serve_pipe(conn: Connection, handle: Callable[[tuple[Any, ...]], Any],
+               on_eof: Callable[[], None], name: str) -> threading.Thread:
+    """Answer requests arriving on ``conn`` in a daemon thread until the other end closes."""
+
+    def loop() -> None:
+        while True:
+            try:
+                rid, message = conn.recv()
+            except (EOFError, OSError):
+                on_eof()
+                return
+            try:
+                reply: tuple[Any, ...] = (rid, True, handle(message))
+            except CorollaError as exc:
+                reply = (rid, False, (exc.code.name, exc.message))
+            except Exception as exc:
+                log.exception("control request %r failed", message[0])
+                reply = (rid, False, ("INTERNAL", f"{message[0]} failed: {exc!r}"))
+            try:
+                conn.send(reply)
+            except (EOFError, OSError):
+                on_eof()
+                return
+
+    t = threading.Thread(target=loop, name=name, daemon=True)
+    t.start()
+    return t
+
+
+# ---- the main process's side ----------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: BaseProcess
+    rpc: PipeRpc  # main -> worker
+    up: Connection  # worker -> main, answered by a serve_pipe thread
+    listening: bool = False
+    restarts: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    """The main process's handle on its REST workers."""
+
+    def __init__(self, server: CorollaServer, count: int, port: int) -> None:
+        self.server = server
+        self.count = count
+        self.port = port
+        self.configs: list[ModelConfig] = list(server.options.models)
+        self.workers: list[_Worker] = []
+        self._ctx = multiprocessing.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._monitor: asyncio.Task[None] | None = None
+
+    # lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for i in range(1, self.count):
+            self.workers.append(self._spawn(i))
+        self._monitor = asyncio.create_task(self._watch(), name="rest-workers")
+
+    def _spawn(self, index: int, restarts: int = 0) -> _Worker:
+        main_cmd, worker_cmd = self._ctx.Pipe()
+        main_up, worker_up = self._ctx.Pipe()
+        options = replace(self.server.options, rest_api_port=self.port, grpc_port=-1,
+                          models=tuple(self.configs), model_config_file_poll_wait_seconds=0.0)
+        proc = self._ctx.Process(target=worker_main, name=f"corolla-rest-{index}",
+                                 args=(options, index, worker_cmd, worker_up), daemon=False)
+        proc.start()
+        worker_cmd.close()
+        worker_up.close()
+        w = _Worker(index=index, proc=proc, rpc=PipeRpc(main_cmd), up=main_up, restarts=restarts)
+        serve_pipe(main_up, self._answer_worker, lambda: None, f"rest-{index}-up")
+        log.info("REST worker %d started (pid %d)", index, proc.pid)
+        return w
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for i, w in enumerate(self.workers):
+                if w.proc.is_alive() or self._stopping:
+                    continue
+                backoff = min(MAX_BACKOFF, 0.5 * 2 ** w.restarts)
+                if time.monotonic() - w.started < backoff:
+                    continue  # a worker that keeps dying is restarted ever more slowly
+                log.error("REST worker %d (pid %s) exited with code %s: restarting it",
+                          w.index, w.proc.pid, w.proc.exitcode)
+                w.rpc.close()
+                with contextlib.suppress(OSError):
+                    w.up.close()
+                lived = time.monotonic() - w.started
+                self.workers[i] = self._spawn(w.index, 0 if lived > 60 else w.restarts + 1)
+
+    def alive(self) -> int:
+        return sum(1 for w in self.workers if w.proc.is_alive())
+
+    async def stop(self, timeout: float) -> None:
+        """SIGTERM every worker (they drain like the main process), then wait for them."""
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+        for w in self.workers:
+            if w.proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            await asyncio.to_thread(w.proc.join, max(0.1, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                log.error("REST worker %d did not stop in time: killing it", w.index)
+                w.proc.kill()
+                await asyncio.to_thread(w.proc.join, 5)
+            w.rpc.close()
+            with contextlib.suppress(OSError):
+                w.up.close()
+
+    # configs
+
+    async def set_configs(self, configs: Sequence[ModelConfig]) -> None:
+        """The config file changed: every worker serves ``configs`` (without waiting)."""
+        self.configs = list(configs)
+        await self._each(("configs", self.configs), RPC_TIMEOUT)
+
+    async def reload_config(self, configs: Sequence[ModelConfig], timeout: float | None) -> None:
+        """ReloadConfig: every worker applies ``configs`` and waits for its models."""
+        self.configs = list(configs)
+        wait = timeout if timeout is not None else START_TIMEOUT
+        await self._each(("reload", self.configs, timeout), wait + RPC_TIMEOUT, strict=True)
+
+    async def _each(self, message: tuple[Any, ...], timeout: float, *,
+                    strict: bool = False) -> None:
+        live = [w for w in self.workers if w.proc.is_alive()]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(w.rpc.call, message, timeout) for w in live),
+            return_exceptions=True)
+        for w, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("REST worker %d: %s failed: %s", w.index, message[0], result)
+                if strict:
+                    if isinstance(result, CorollaError):
+                        raise result
+                    raise Unavailable(f"REST worker {w.index}: {result}")
+
+    # metrics
+
+    async def gather_metrics(self) -> bytes:
+        """Every process's metrics merged (the main process's first)."""
+        own = self.server.metrics.families()
+        live = [w for w in self.workers if w.proc.is_alive()]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(w.rpc.call, ("families",), RPC_TIMEOUT) for w in live),
+            return_exceptions=True)
+        parts = [own]
+        for w, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("REST worker %d: no metrics (%s)", w.index, result)
+            else:
+                parts.append(result)
+        return render_families(merge_families(parts))
+
+    def _answer_worker(self, message: tuple[Any, ...]) -> Any:
+        if message[0] == "metrics":
+            assert self._loop is not None
+            return asyncio.run_coroutine_threadsafe(self.gather_metrics(), self._loop).result(
+                RPC_TIMEOUT)
+        raise CorollaError(f"unknown request {message[0]!r}", Code.INVALID_ARGUMENT)
+
+
+# ---- the worker process's side --------------------------------------------------------------
+
+
+class WorkerLink:
+    """A REST worker's handle on the main process."""
+
+    def __init__(self, index: int, cmd: Connection, up: Connection) -> None:
+        self.index = index
+        self.cmd = cmd
+        self.up = PipeRpc(up)
+
+    async def gather_metrics(self) -> bytes:
+        return await asyncio.to_thread(self.up.call, ("metrics",), 2 * RPC_TIMEOUT)
+
+    def serve(self, server: CorollaServer, loop: asyncio.AbstractEventLoop) -> None:
+        def run(coro: Awaitable[Any], timeout: float | None) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)  # type: ignore[arg-type]
+
+        def handle(message: tuple[Any, ...]) -> Any:
+            kind = message[0]
+            if kind == "families":
+                return run(_families(server), RPC_TIMEOUT)
+            if kind == "configs":
+                return run(server.manager.set_configs(message[1]), RPC_TIMEOUT)
+            if kind == "reload":
+                timeout = message[2]
+                return run(server.service.reload_config(message[1], timeout=timeout),
+                           None if timeout is None else timeout + RPC_TIMEOUT)
+            raise CorollaError(f"unknown request {kind!r}", Code.INVALID_ARGUMENT)
+
+        def orphaned() -> None:
+            log.warning("REST worker %d: the main process is gone; shutting down", self.index)
+            loop.call_soon_threadsafe(server.request_stop)
+
+        serve_pipe(self.cmd, handle, orphaned, "control")
+
+
+async def _families(server: CorollaServer) -> list[Family]:
+    return server.metrics.families()
+
+
+def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection) -> None:
+    """Entry point of a REST worker process (``spawn``: a fresh interpreter)."""
+    from corolla.logging_setup import configure_logging
+
+    configure_logging(options.log_level, options.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which
+    # stops the workers in order; SIGTERM (below) is the worker's own stop signal
+    link = WorkerLink(index, cmd, up)
+    try:
+        import uvloop
+
+        uvloop.run(_worker(options, link))
+    except ImportError:
+        asyncio.run(_worker(options, link))
+
+
+async def _worker(options: ServerOptions, link: WorkerLink) -> None:
+    from corolla.server import CorollaServer
+
+    server = CorollaServer(options, worker=link)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    link.serve(server, loop)
+    await server.start()
+    await server.wait_stopped()

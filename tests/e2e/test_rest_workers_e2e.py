@@ -1,0 +1,154 @@
+"""``--rest_workers 2``: two processes serve the REST API on one port, as one server.
+
+A real ``corolla serve`` process with one REST worker: connections spread over both processes,
+every answer is the same, metrics count every process's requests whichever process answers the
+scrape, ReloadConfig and the config file reach every process, a killed worker is replaced, and
+SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+import pytest
+
+from corolla.demo_model import write_demo_version
+from corolla.protos.gen.tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _scrape(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def _workers(server: Any) -> list[psutil.Process]:
+    """The REST worker processes (multiprocessing's resource tracker is not one)."""
+    kids = psutil.Process(server.proc.pid).children()
+    return [p for p in kids if "spawn_main" in " ".join(p.cmdline())]
+
+
+def _fresh_calls(server: Any, path: str, body: dict[str, Any], n: int) -> list[httpx.Response]:
+    """``n`` requests, each on a new connection (the kernel picks a process per connection)."""
+    out = []
+    for _ in range(n):
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            out.append(c.post(path, json=body))
+    return out
+
+
+BODY = {"instances": [[[[0.9, 0.1, 0.1]] * 64] * 64]}
+
+
+@pytest.fixture
+def two(tmp_path: Path, start_corolla: Any) -> Any:
+    write_demo_version(tmp_path / "models" / "colours", 1)
+    write_demo_version(tmp_path / "models" / "tiny", 3, size=16)
+    server = start_corolla("--model_name=colours", "--model_base_path=models/colours",
+                           "--rest_workers=2", "--file_system_poll_wait_seconds=0.5")
+    server.wait_available("colours")
+    server.wait_log("REST worker 1 listening")
+    return server
+
+
+def test_two_processes_share_the_port_and_count_as_one(two: Any) -> None:
+    workers = _workers(two)
+    assert len(workers) == 1
+    pids = {two.proc.pid, workers[0].pid}
+    clients = [httpx.Client(base_url=two.url, timeout=30) for _ in range(24)]
+    try:
+        answers = [c.post("/v1/models/colours:predict", json=BODY) for c in clients]
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+        assert len({r.text for r in answers}) == 1  # same model, same answer everywhere
+        holders: set[int] = set()
+        for pid in pids:
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.laddr.port == two.rest_port and conn.status == "ESTABLISHED":
+                    holders.add(pid)
+        assert holders == pids, "both processes should hold some of the 24 connections"
+    finally:
+        for c in clients:
+            c.close()
+    # Every scrape, whichever process answers it, counts all 24 predictions.
+    for _ in range(6):
+        with httpx.Client(base_url=two.url, timeout=30) as c:
+            m = _scrape(c.get("/metrics").text)
+        assert m[':tensorflow:serving:request_count{model_name="colours",status="OK"}'] == 24
+        assert m["corolla_rest_processes"] == 2
+        assert m['corolla_model_ready{model_name="colours"}'] == 1
+
+
+def test_reload_config_reaches_every_process(two: Any) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{two.grpc_port}") as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+
+        def reload(*names: str) -> None:
+            req = model_management_pb2.ReloadConfigRequest()
+            for name in names:
+                req.config.model_config_list.config.add(name=name, base_path=f"models/{name}")
+            resp = stub.HandleReloadConfigRequest(req, timeout=60)
+            assert resp.status.error_code == 0, resp.status.error_message
+
+        reload("colours", "tiny")
+        tiny = {"instances": [[[[0.1, 0.9, 0.1]] * 16] * 16]}
+        # ReloadConfig returned: every process serves tiny now, on any new connection.
+        answers = _fresh_calls(two, "/v1/models/tiny:predict", tiny, 16)
+        assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers]
+        reload("colours")
+        answers = _fresh_calls(two, "/v1/models/tiny:predict", tiny, 16)
+        assert [r.status_code for r in answers] == [404] * 16
+        # A model that cannot load fails the RPC with its error.
+        req = model_management_pb2.ReloadConfigRequest()
+        req.config.model_config_list.config.add(name="nope", base_path="models/nope")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.HandleReloadConfigRequest(req, timeout=60)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_config_file_changes_reach_every_process(tmp_path: Path, start_corolla: Any,
+                                                 models_config: Any, write_config: Any,
+                                                 wait: Any) -> None:
+    write_demo_version(tmp_path / "models" / "colours", 1)
+    write_demo_version(tmp_path / "models" / "tiny", 3, size=16)
+    cfg = tmp_path / "models.config"
+    write_config(cfg, models_config({"name": "colours", "base_path": "models/colours"}))
+    server = start_corolla(f"--model_config_file={cfg}", "--rest_workers=2",
+                           "--model_config_file_poll_wait_seconds=0.3",
+                           wait_for=("colours",))
+    server.wait_log("REST worker 1 listening")
+    write_config(cfg, models_config({"name": "colours", "base_path": "models/colours"},
+                                    {"name": "tiny", "base_path": "models/tiny"}))
+    tiny = {"instances": [[[[0.1, 0.9, 0.1]] * 16] * 16]}
+
+    def everywhere() -> bool:
+        answers = _fresh_calls(server, "/v1/models/tiny:predict", tiny, 12)
+        return all(r.status_code == 200 for r in answers)
+
+    wait(everywhere, 30, "tiny served by every process")
+
+
+def test_a_killed_worker_is_replaced(two: Any, wait: Any) -> None:
+    (old,) = _workers(two)
+    os.kill(old.pid, signal.SIGKILL)
+    two.wait_log("REST worker 1 (pid")
+    new = wait(lambda: [p for p in _workers(two) if p.pid != old.pid] or None, 30,
+               "a new REST worker")
+    two.wait_until(lambda: two.log().count("REST worker 1 listening") >= 2, "it listens")
+    answers = _fresh_calls(two, "/v1/models/colours:predict", BODY, 16)
+    assert [r.status_code for r in answers] == [200] * 16
+    assert two.stop() == 0
+    assert not new[0].is_running() or new[0].status() == psutil.STATUS_ZOMBIE
