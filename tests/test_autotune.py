@@ -56,3 +56,11 @@ def test_unknown_sizes_cannot_be_timed() -> None:
     s = BurnServable({1: 1.0}, shape=(-1, -1))
     assert tune_max_batch_size(s, limit=8) is None
     assert s.sizes == []
+
+
+def test_a_small_saving_is_not_worth_batching() -> None:
+    # 4% cheaper per row at batch 2 on one idle thread: not worth forming batches in service.
+    s = BurnServable({1: 2.0, 2: 1.92, 4: 2.3, 8: 2.5})
+    result = tune_max_batch_size(s, limit=8)
+    assert result is not None and result.max_batch_size == 1
+    assert result.cost_per_row_ms[2] < result.cost_per_row_ms[1]

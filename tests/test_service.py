@@ -202,6 +202,12 @@ async def test_cheap_models_run_inline_with_default_batching(
     slow = service.manager.serving_map.find("slow")
     assert fake.extras.get("inline_rows") == INLINE_MAX_ROWS
     assert "inline_rows" not in slow.extras
+    # Tuned batch sizes keep a queue of at least QUEUE_MIN_ROWS rows before shedding load.
+    from corolla.service import QUEUE_MIN_ROWS
+
+    for loaded in (fake, slow):
+        opts = loaded.extras["batcher"].options
+        assert opts.max_enqueued_batches * opts.max_batch_size >= QUEUE_MIN_ROWS
     servable = fake.servable.inner if hasattr(fake.servable, "inner") else fake.servable
     assert isinstance(servable, FakeServable)
     threads: list[str] = []

@@ -5,8 +5,16 @@ thread, EfficientNet-Lite0 costs 5.2 ms per photo at batch 1 but 7.3 ms at batch
 MLP gets cheaper with every doubling. So with default batching parameters, each new version is
 timed at batch 1, 2, 4, ... (thread CPU time, which other load on the machine barely disturbs)
 and the batcher's ``max_batch_size`` becomes the largest size whose cost per row stays within
-``tolerance`` of the best seen. Growth stops early once a size is clearly worse, so a heavy
-model is timed on a handful of rows only. Runs in the loader thread, before AVAILABLE.
+``tolerance`` of the best seen, provided batching saves at least ``min_saving`` per row over
+batch 1 at all; otherwise it is 1 (each request runs alone, as soon as a thread is free).
+Growth stops early once a size is clearly worse, so a heavy model is timed on a handful of rows
+only. Runs in the loader thread, before AVAILABLE.
+
+Why a minimum saving: a batch measured on one idle thread as a few percent cheaper per row is
+not cheaper in service. Measured with the flowers EfficientNet-Lite0 at concurrency 32 on 2
+cores (benchmarks/results/2026-11-27-full-3.md): batches of up to 2 (within 5% of batch 1 on one
+thread) served 10-15% fewer photos/s than no batching, spending ~1 CPU ms more per photo
+(two threads' larger activations competing for the caches, plus merge and split).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ def _example_inputs(sig: Signature, rows: int, rng: np.random.Generator
 
 
 def tune_max_batch_size(servable: Servable, *, limit: int, tolerance: float = 0.05,
-                        stop_above: float = 0.10, repeats: int = 3,
+                        stop_above: float = 0.10, min_saving: float = 0.15, repeats: int = 3,
                         budget_seconds: float = 3.0) -> TuneResult | None:
     """The largest batch size (a power of two up to ``limit``) worth forming, or None when the
     signature cannot be timed (unknown sizes, string inputs)."""
@@ -75,5 +83,7 @@ def tune_max_batch_size(servable: Servable, *, limit: int, tolerance: float = 0.
             break
         size *= 2
     cheapest = min(costs.values())
+    if cheapest > costs[1] * (1 - min_saving):
+        return TuneResult(max_batch_size=1, cost_per_row_ms=costs)
     chosen = max(s for s, c in costs.items() if c <= cheapest * (1 + tolerance))
     return TuneResult(max_batch_size=chosen, cost_per_row_ms=costs)

@@ -97,7 +97,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         rid = getattr(record, "request_id", "")
-        return f"{line} [request_id={rid}]" if rid else line
+        if rid:
+            line = f"{line} [request_id={rid}]"
+        worker = getattr(record, "worker", "")
+        return f"{line} [worker={worker}]" if worker else line
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None) -> None:
@@ -118,6 +121,22 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None
         lg.handlers.clear()
         lg.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class _WorkerTag(logging.Filter):
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.tag
+        return True
+
+
+def tag_process(tag: str) -> None:
+    """Mark every record of this process (a REST worker) with ``worker=<tag>``."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerTag(tag))
 
 
 class ModelEvents:

@@ -71,6 +71,9 @@ class ClassifyResult:
 # more than the model itself (benchmarks/PROFILE.md, tiny model).
 INLINE_MAX_MS = 0.05
 INLINE_MAX_ROWS = 64
+# With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
+# load: 64 batches of 1 photo would refuse requests at concurrency 64.
+QUEUE_MIN_ROWS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +126,9 @@ class PredictionService:
                 log.info("model %s version %d: max_batch_size %d (CPU ms per row by batch "
                          "size: %s)", loaded.name, loaded.version, tuned.max_batch_size,
                          {k: round(v, 3) for k, v in tuned.cost_per_row_ms.items()})
-                options = replace(options, max_batch_size=tuned.max_batch_size)
+                size = tuned.max_batch_size
+                options = replace(options, max_batch_size=size, max_enqueued_batches=max(
+                    options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // size)))
                 loaded.extras["autotune"] = tuned
                 if tuned.cost_per_row_ms.get(1, float("inf")) <= INLINE_MAX_MS:
                     log.info("model %s version %d runs inline on the event loop (%.3f ms per "

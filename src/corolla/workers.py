@@ -299,9 +299,10 @@ async def _families(server: CorollaServer) -> list[Family]:
 
 def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection) -> None:
     """Entry point of a REST worker process (``spawn``: a fresh interpreter)."""
-    from corolla.logging_setup import configure_logging
+    from corolla.logging_setup import configure_logging, tag_process
 
     configure_logging(options.log_level, options.log_format)
+    tag_process(f"rest-{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which
     # stops the workers in order; SIGTERM (below) is the worker's own stop signal
     link = WorkerLink(index, cmd, up)

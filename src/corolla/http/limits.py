@@ -151,32 +151,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _in_headers = False
     _begun = False  # bytes of the current request have arrived
     _last_request = False  # shutdown: answer the request being received, then close
+    # What the deadline should cover now ("headers", "body" or "": nothing) and what the armed
+    # timer covers. Parser callbacks only set ``_phase``; the timer follows once the received
+    # bytes are parsed, so a request that arrives whole (the usual case) arms no timer at all.
+    _phase = ""
+    _armed = ""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._in_headers = True
-        self._arm(self.header_timeout)
+        self._phase = "headers"
+        self._apply()
 
-    def _arm(self, timeout: float) -> None:
-        if self._guard is not None:
-            self._guard.cancel()
-        self._guard = self.loop.call_later(timeout, self._expired) if timeout > 0 else None
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._apply()
 
-    def _disarm(self) -> None:
+    def _apply(self) -> None:
+        if self._phase == self._armed:
+            return
         if self._guard is not None:
             self._guard.cancel()
             self._guard = None
+        timeout = {"headers": self.header_timeout, "body": self.body_timeout}.get(self._phase, 0)
+        if timeout > 0:
+            self._guard = self.loop.call_later(timeout, self._expired)
+        self._armed = self._phase
+
+    def _disarm(self) -> None:
+        self._phase = ""
+        self._apply()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._begun = True
         if not self._in_headers:  # the next request on a keep-alive connection
             self._in_headers = True
-            self._arm(self.header_timeout)
+            self._phase = "headers"
 
     def on_headers_complete(self) -> None:
         self._in_headers = self._begun = False
-        self._arm(self.body_timeout)
+        self._phase = "body"
         super().on_headers_complete()
         if self._last_request and self.cycle is not None:
             self.cycle.keep_alive = False
@@ -193,7 +208,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = ""
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -207,6 +222,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._guard = None
+        self._armed = self._phase = ""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
