@@ -206,8 +206,11 @@ async def test_cheap_models_run_inline_with_default_batching(
     from corolla.service import QUEUE_MIN_ROWS
 
     for loaded in (fake, slow):
-        opts = loaded.extras["batcher"].options
-        assert opts.max_enqueued_batches * opts.max_batch_size >= QUEUE_MIN_ROWS
+        if "batcher" in loaded.extras:
+            opts = loaded.extras["batcher"].options
+            assert opts.max_enqueued_batches * opts.max_batch_size >= QUEUE_MIN_ROWS
+        else:
+            assert loaded.extras["slots"].limit >= QUEUE_MIN_ROWS
     servable = fake.servable.inner if hasattr(fake.servable, "inner") else fake.servable
     assert isinstance(servable, FakeServable)
     threads: list[str] = []
@@ -230,3 +233,41 @@ async def test_cheap_models_run_inline_with_default_batching(
     plain: PredictionService = await make_service(None)  # type: ignore[misc]
     again = await plain.predict(ModelSpec(name="fake"), {"x": x})
     assert np.array_equal(again.outputs["outputs"], x * 2)
+
+
+async def test_a_model_that_batching_does_not_help_runs_unbatched_with_a_bounded_queue(
+    tmp_path: Path,
+) -> None:
+    """Autotune finds no saving per row: no batcher, same answers, the queue still sheds load."""
+    from corolla.config import ModelConfig
+    from corolla.errors import ResourceExhausted
+    from corolla.service import QUEUE_MIN_ROWS, Slots
+
+    write_fake_version(tmp_path / "flat", 1, cpu_ms_per_row=0.4)
+    pools = [ThreadPoolExecutor(2) for _ in range(3)]
+    manager = Manager(runtimes=[FakeRuntime()], executor=pools[0])
+    service = PredictionService(manager, options=ServiceOptions(
+        batching=BatchingOptions(autotune=True)), decode_executor=pools[1],
+        infer_executor=pools[2])
+    try:
+        await manager.set_configs([ModelConfig(name="flat", base_path=str(tmp_path / "flat"))])
+        await manager.wait_until(manager.all_ready, timeout=20)
+        loaded = manager.serving_map.find("flat")
+        assert "batcher" not in loaded.extras
+        slots = loaded.extras["slots"]
+        assert isinstance(slots, Slots) and slots.limit >= QUEUE_MIN_ROWS
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        out = await service.predict(ModelSpec(name="flat"), {"x": x})
+        assert np.array_equal(out.outputs["outputs"], x * 2)
+        slots.limit = 2
+        results = await asyncio.gather(
+            *(service.predict(ModelSpec(name="flat"), {"x": x}) for _ in range(8)),
+            return_exceptions=True)
+        refused = [r for r in results if isinstance(r, ResourceExhausted)]
+        served = [r for r in results if not isinstance(r, BaseException)]
+        assert len(served) == 2 and len(refused) == 6, results
+        assert slots.used == 0  # every slot given back
+    finally:
+        await manager.close()
+        for p in pools:
+            p.shutdown(wait=True)

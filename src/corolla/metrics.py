@@ -295,7 +295,7 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
         total = 0
         if entry is not None:
             for loaded in entry.versions.values():
-                batcher = loaded.extras.get("batcher")
+                batcher = loaded.extras.get("batcher") or loaded.extras.get("slots")
                 total += getattr(batcher, "queue_depth", 0)
         depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
     server = Metric(

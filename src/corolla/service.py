@@ -21,7 +21,13 @@ import numpy as np
 from corolla.autotune import tune_max_batch_size
 from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.config import ModelConfig
-from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
+from corolla.errors import (
+    CorollaError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+)
 from corolla.images import ImageLimits, preprocess_image
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import Manager, VersionStatus
@@ -134,6 +140,14 @@ class PredictionService:
                     log.info("model %s version %d runs inline on the event loop (%.3f ms per "
                              "call)", loaded.name, loaded.version, tuned.cost_per_row_ms[1])
                     loaded.extras["inline_rows"] = INLINE_MAX_ROWS
+                if size == 1:
+                    # Batches of one would only add the batcher's hand-offs (measured: 5-10%
+                    # fewer photos/s). Requests run as they come, in the inference threads, with
+                    # the same bounded queue (429 when full) and deadlines.
+                    log.info("model %s version %d runs unbatched: batching does not save CPU "
+                             "here", loaded.name, loaded.version)
+                    loaded.extras["slots"] = Slots(options.max_enqueued_batches)
+                    return
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
 
     async def reload_config(self, configs: Sequence[ModelConfig], *,
@@ -342,9 +356,16 @@ class PredictionService:
             fut = batcher.submit(inputs, deadline=deadline, signature=signature,
                                  output_filter=output_filter)
         else:
+            slots = loaded.extras.get("slots")
+            if isinstance(slots, Slots) and slots.used >= slots.limit:
+                raise ResourceExhausted(
+                    "The batch scheduling queue to which this task was submitted is full")
             fut = asyncio.get_running_loop().run_in_executor(
                 self._infer, lambda: loaded.servable.predict(
                     inputs, signature=signature, output_filter=output_filter))
+            if isinstance(slots, Slots):
+                slots.used += 1
+                fut.add_done_callback(slots.release)
         # One timer per request instead of wait_for + shield (two extra futures): on expiry the
         # future is cancelled, which the batcher sees as "caller gone" and skips.
         expired = False
@@ -368,6 +389,24 @@ class PredictionService:
             raise Internal(f"inference failed: {exc!r}") from exc
         finally:
             timer.cancel()
+
+
+class Slots:
+    """The queue bound of a model that runs unbatched: requests waiting or running (event loop
+    thread only)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return self.used
+
+    def release(self, _: object) -> None:
+        self.used -= 1
 
 
 def _rows(inputs: Tensors) -> int:

@@ -3,12 +3,13 @@
 A version directory for it holds ``fake.json``::
 
     {"load_seconds": 0.0, "fail": null, "predict_seconds": 0.0, "offset": 0.0,
-     "input_shape": [-1, 4], "labels": []}
+     "input_shape": [-1, 4], "labels": [], "cpu_ms_per_row": 0.0}
 
 ``predict`` returns ``outputs = inputs["x"] * 2 + offset`` (so tests can tell versions apart by
 their offset) and, with labels, ``scores`` = a softmax over the first len(labels) columns.
 ``fail`` makes ``load`` raise with that message. Sleeps model slow loads and slow inference in
-worker threads; they never run on the event loop.
+worker threads; they never run on the event loop. ``cpu_ms_per_row`` spends that much of the
+calling thread's CPU per input row (a model that batching does not make cheaper).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FakeServable:
         self.path = path
         self.offset = float(spec.get("offset", 0.0))
         self.predict_seconds = float(spec.get("predict_seconds", 0.0))
+        self.cpu_ms_per_row = float(spec.get("cpu_ms_per_row", 0.0))
         shape = tuple(int(d) for d in spec.get("input_shape", [-1, 4]))
         labels = tuple(str(x) for x in spec.get("labels", ()))
         outputs = {"outputs": TensorSpec(name="outputs", dtype="float32", shape=shape)}
@@ -62,6 +64,10 @@ class FakeServable:
             self.batch_sizes.append(int(x.shape[0]) if x.ndim else 1)
         if self.predict_seconds:
             time.sleep(self.predict_seconds)
+        if self.cpu_ms_per_row:
+            end = time.thread_time() + self.cpu_ms_per_row * (x.shape[0] if x.ndim else 1) / 1e3
+            while time.thread_time() < end:
+                pass
         out: Tensors = {"outputs": x * 2 + self.offset}
         if self.metadata.labels:
             n = len(self.metadata.labels)
