@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument(
         "--train-from-block",
         type=int,
-        default=14,
-        help="cached: first EfficientNet block that is trained (0-15)",
+        default=12,
+        help="cached: first EfficientNet block that is trained (0-15; default 12)",
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default="0.75,0.10,0.15", help="train,validation,test fractions")

@@ -50,7 +50,7 @@ class RecipeConfig:
     batch_size: int = 64
     backbone_lr_scale: float = 0.3  # lr of pretrained layers relative to the new classifier
     dropout: float = 0.3
-    train_from_block: int = 14  # cached: blocks before this one are frozen and cached
+    train_from_block: int = 12  # cached: blocks before this one are frozen and cached
     views: int = 6  # cached: augmented views per training image (plus one clean view)
     epoch_views: str = "all"  # cached: an epoch visits "all" cached views, or "one" per image
     workers: int = 0
