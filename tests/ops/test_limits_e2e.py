@@ -211,3 +211,27 @@ def test_request_body_limit_flag_validation(tmp_path: Path) -> None:
     ):
         big = {"instances": [[1.0, 2.0, 3.0, 4.0]] * 4000}  # 0: no limit
         assert c.post("/v1/models/m:predict", json=big).status_code == 200
+
+
+def test_pipelined_requests_are_answered_whole_and_in_order(server: Server) -> None:
+    """Responses go out through the coalescing writer (head and body in one write): requests
+    pipelined in one packet get complete answers in order, and a ``connection: close`` request
+    closes the connection after its answer."""
+    body = b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}'
+    good = (
+        b"POST /v1/models/m:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    missing = b"GET /v1/models/nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    with contextlib.closing(_raw(server)) as s:
+        s.sendall(good + health + good + missing)
+        answer = _read_all(s)
+    parts = answer.split(b"HTTP/1.1 ")[1:]
+    assert [p[:3] for p in parts] == [b"200", b"200", b"200", b"404"], answer
+    for part in parts:
+        head, _, rest = part.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        assert len(rest) == length, part
+    assert b'"predictions"' in parts[0] and parts[1].endswith(b'{"live": true}')
+    assert b'"predictions"' in parts[2]

@@ -27,6 +27,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from corolla.http.coalesce import CoalescingWriter
 from corolla.metrics import Inflight
 
 log = logging.getLogger("corolla.limits")
@@ -159,6 +160,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Everything this connection writes (responses, 408s, uvicorn's own errors) goes
+        # through one writer, in order; a response's head and body leave in one write.
+        self.transport = CoalescingWriter(transport, self.loop)  # type: ignore[assignment]
         self._in_headers = True
         self._phase = "headers"
         self._apply()
