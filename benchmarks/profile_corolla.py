@@ -66,7 +66,7 @@ RULES: list[tuple[str, str]] = [
     ("asyncio / uvloop (futures, tasks, callbacks)", "uvloop/"),
     ("thread-pool hand-off (concurrent.futures)", "concurrent/futures/"),
 ]
-SCENARIOS = [("flowers", "b64"), ("flowers", "raw"), ("tiny", "b64")]
+SCENARIOS = "flowers:b64,flowers:raw,tiny:b64"  # model:format, also cnn
 
 
 def _short(frame: str) -> str:
@@ -141,6 +141,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--scenarios", default=SCENARIOS,
+                    help=f"model:format pairs, models flowers, cnn, tiny (default {SCENARIOS})")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--photos", type=Path, default=BENCH.parent.parent / "shared" / "datasets"
                     / "flower_photos")
@@ -168,7 +170,8 @@ def main() -> int:
     spy = envs.python("corolla").parent / "py-spy"
     started = dt.datetime.now()
     sections: list[str] = []
-    for model, fmt_name in SCENARIOS:
+    scenarios = [tuple(x.split(":", 1)) for x in args.scenarios.split(",")]
+    for model, fmt_name in scenarios:
         fmt = FORMATS["corolla"][fmt_name]
         bodies = bodies_for(fmt, models[model]["image"], photos, rows)
         assert bodies is not None

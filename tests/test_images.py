@@ -471,3 +471,39 @@ def test_fast_jpeg_path_pads_exactly_like_the_reference(size: tuple[int, int]) -
     assert decode(data, spec).size != size
     fast, ref = preprocess_image(data, spec), preprocess_image(data, spec, reference=True)
     assert ((fast > 128).all(axis=2) == (ref > 128).all(axis=2)).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mean": (127.0,) * 3, "std": (128.0,) * 3},  # EfficientNet-Lite
+        {"scale": 1 / 255},  # the tutorial CNN
+        {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)},  # per channel
+        {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375), "layout": "NCHW"},
+        {"scale": 1 / 255, "dtype": "float16"},
+        {"scale": 1 / 255, "channel_order": "BGR", "mean": (1.0, 2.0, 3.0)},
+        {"channels": 1, "mean": (0.5,), "std": (2.0,)},
+    ],
+)
+def test_normalize_lookup_is_bit_identical_to_the_arithmetic(kwargs: dict[str, object]) -> None:
+    spec = ImagePreprocessing(input="x", height=6, width=5, **kwargs)  # type: ignore[arg-type]
+    rng = np.random.default_rng(1)
+    px = rng.integers(0, 256, (3, 6, 5, spec.channels), dtype=np.uint8)
+    px[0, 0, 0] = 0
+    px[0, 0, 1] = 255
+    if spec.channel_order == "BGR":
+        px = px[..., ::-1]  # a non-contiguous view, as resize_to_spec returns for BGR
+    a = np.asarray([spec.scale / s for s in spec.std], dtype=np.float32)
+    b = np.asarray([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], dtype=np.float32)
+    want = px.astype(np.float32) * a + b
+    if spec.dtype == "float16":
+        want = want.astype(np.float16)
+    if spec.layout == "NCHW":
+        want = np.moveaxis(want, -1, -3)
+    got = normalize(px, spec)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+    assert np.array_equal(got, want)
+    buf = np.full(want.shape, -7, dtype=want.dtype)
+    view = buf[1]
+    assert normalize(px[1], spec, out=view) is view
+    assert np.array_equal(buf[1], want[1]) and (buf[0] == -7).all()

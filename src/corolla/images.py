@@ -11,6 +11,7 @@ images become RGB. Decoders and Pillow's resize release the GIL: call these from
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -198,20 +199,43 @@ def resize_to_spec(im: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
     return arr
 
 
+@functools.lru_cache(maxsize=64)
+def _lookup_tables(scale: float, mean: tuple[float, ...], std: tuple[float, ...], dtype: str
+                   ) -> tuple[np.ndarray, bool]:
+    """Per channel, the model input value of each of the 256 pixel values, computed with the
+    same float32 operations as ``pixel * (scale / std) + (-mean / std)``; and whether all
+    channels share one table."""
+    v = np.arange(256, dtype=np.float32)
+    rows = [v * np.float32(scale / s) + np.float32(-m / s)
+            for m, s in zip(mean, std, strict=True)]
+    tables = np.stack(rows).astype(np.float16 if dtype == "float16" else np.float32)
+    tables.setflags(write=False)
+    return tables, bool((tables == tables[:1]).all())
+
+
 def normalize(pixels: np.ndarray, spec: ImagePreprocessing, out: np.ndarray | None = None
               ) -> np.ndarray:
-    """uint8 (..., H, W, C) pixels to the model's input: ``(p * scale - mean) / std`` in layout."""
+    """uint8 (..., H, W, C) pixels to the model's input: ``(p * scale - mean) / std`` in layout.
+
+    A uint8 pixel has 256 values, so the conversion is a table lookup (one pass, no float
+    temporaries), written straight into ``out`` when the layouts agree. The tables hold exactly
+    what the float32 arithmetic gives, so the result is bit-identical to it.
+    """
     if spec.dtype == "uint8":
         result = pixels
     else:
-        a = np.asarray([spec.scale / s for s in spec.std], dtype=np.float32)
-        b = np.asarray([-m / s for m, s in zip(spec.mean, spec.std, strict=True)],
-                       dtype=np.float32)
-        result = pixels.astype(np.float32)
-        result *= a
-        result += b
-        if spec.dtype == "float16":
-            result = result.astype(np.float16)
+        tables, uniform = _lookup_tables(spec.scale, tuple(spec.mean), tuple(spec.std),
+                                         spec.dtype)
+        direct = (out is not None and spec.layout == "NHWC" and out.shape == pixels.shape
+                  and out.dtype == tables.dtype and out.flags.c_contiguous)
+        result = out if direct and out is not None else np.empty(pixels.shape, tables.dtype)
+        if uniform:
+            np.take(tables[0], pixels, out=result, mode="clip")
+        else:
+            for c in range(pixels.shape[-1]):
+                np.take(tables[c], pixels[..., c], out=result[..., c], mode="clip")
+        if direct:
+            return result
     if spec.layout == "NCHW":
         result = np.moveaxis(result, -1, -3)
     if out is not None:
