@@ -54,6 +54,7 @@ RULES: list[tuple[str, str]] = [
     ("batcher (merge, split, dispatch)", "(batching.py"),
     ("prediction service (lease, validate, gather)", "(service.py"),
     ("prediction service (lease, validate, gather)", "(serving_map.py"),
+    ("socket write (one per response: coalesce.py)", "(coalesce.py"),
     ("Corolla middleware and metrics (observe, limits, metrics)", "(observe.py"),
     ("Corolla middleware and metrics (observe, limits, metrics)", "(limits.py"),
     ("Corolla middleware and metrics (observe, limits, metrics)", "(metrics.py"),
