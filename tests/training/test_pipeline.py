@@ -141,3 +141,33 @@ def test_cached_recipe_is_reproducible(photos: Path, tmp_path: Path) -> None:
     a = run_recipe(splits, 3, cfg, tmp_path / "a", resume=False).model.state_dict()
     b = run_recipe(splits, 3, cfg, tmp_path / "b", resume=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refit_trains_on_train_and_validation_and_keeps_the_last_epoch(
+    photos: Path, tmp_path: Path
+) -> None:
+    """--refit: the validation photos join training (the feature cache holds them), there is
+    no early stopping (every epoch runs, the last one is kept), the test split stays held out
+    and is still evaluated; history has no validation numbers (null in the JSON)."""
+    from corolla.training.features import FeatureCache
+
+    base = tmp_path / "models" / "colours"
+    work = tmp_path / "work"
+    argv = ["train", str(photos), "--output", str(base), "--workdir", str(work),
+            "--split", "0.6,0.2,0.2", "--no-progress", "--epochs", "3", "--patience", "0",
+            "--views", "1", "--train-from-block", "15", "--refit"]  # fmt: skip
+    assert cli.main(argv) == 0
+    v = base / "1"
+    prov = read_metadata(v).provenance
+    assert prov["recipe"]["refit"] is True
+    assert prov["split"]["counts"] == {"train": 18, "validation": 6, "test": 6}
+    history = json.loads((v / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # patience 0 would stop a normal run
+    assert all(h["val_acc"] is None and h["val_loss"] is None for h in history)
+    assert prov["metrics"]["validation_best_epoch"] is None
+    assert json.loads((v / "metrics.json").read_text())["num_examples"] == 6
+    (cache,) = work.glob("features-*-train.npz")
+    # 24 photos (train + validation), one clean and one augmented view each
+    cached = FeatureCache.load(cache)
+    assert len(np.unique(cached.sample_index)) == 24 and len(cached.labels) == 48
+    assert (v / "training_curves.png").stat().st_size > 0

@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     t.add_argument("--resume", action="store_true", help="resume from the workdir's checkpoint")
     t.add_argument(
+        "--refit",
+        action="store_true",
+        help="train on train + validation for the fixed --epochs and keep the last epoch (no "
+        "early stopping); for a recipe already chosen on validation. The test split stays "
+        "held out",
+    )
+    t.add_argument(
         "--quantize",
         choices=["int8"],
         default=None,
@@ -177,6 +184,7 @@ def train_command(args: argparse.Namespace) -> int:
         train_from_block=args.train_from_block,
         workers=args.workers,
         threads=args.threads,
+        refit=args.refit,
     )
     parts = [float(x) for x in args.split.split(",")]
     if len(parts) != 3:

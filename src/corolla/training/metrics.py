@@ -8,6 +8,7 @@ Agg backend.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,9 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for ax, key in ((a, "loss"), (b, "acc")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="validation")
+        val = [h[f"val_{key}"] for h in history]
+        if any(v is not None for v in val):  # none after a refit on train + validation
+            ax.plot(epochs, [math.nan if v is None else v for v in val], "o-", label="validation")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy" if key == "acc" else "cross-entropy (train: with smoothing)")

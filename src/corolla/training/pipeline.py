@@ -82,7 +82,15 @@ def run(job: TrainJob) -> Path:
         ds.counts(),
         {k: len(v) for k, v in splits.items()},
     )
-    trained = run_recipe(splits, len(ds.classes), job.recipe, job.workdir, job.resume)
+    fit_splits = splits
+    if job.recipe.refit:  # the validation photos join training; the test split stays held out
+        fit_splits = {
+            "train": splits["train"] + splits["validation"],
+            "validation": [],
+            "test": splits["test"],
+        }
+        log.info("refit: training on train + validation (%d photos)", len(fit_splits["train"]))
+    trained = run_recipe(fit_splits, len(ds.classes), job.recipe, job.workdir, job.resume)
     t_train = time.perf_counter() - t0
     wrapper = ServingWrapper(trained.model).eval()
     with stage_version(job.output) as staged:
@@ -127,7 +135,11 @@ def run(job: TrainJob) -> Path:
             progress=job.recipe.fit.progress,
             root=ds.root,
         )
-        history = [asdict(h) for h in trained.history]
+        # No validation (refit): NaN in the records, null in the JSON.
+        history = [
+            {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(h).items()}
+            for h in trained.history
+        ]
         (vdir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         if history:
             plot_curves(
@@ -143,7 +155,11 @@ def run(job: TrainJob) -> Path:
             )
             + "\n"
         )
-        best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]), default=None)
+        best = max(
+            (h for h in history if h["val_acc"] is not None),
+            key=lambda h: (h["val_acc"], -(h["val_loss"] or 0.0)),
+            default=None,
+        )
         provenance["metrics"] = {
             "test": _summary(test),
             "validation_best_epoch": best,

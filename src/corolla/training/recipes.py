@@ -55,6 +55,9 @@ class RecipeConfig:
     epoch_views: str = "all"  # cached: an epoch visits "all" cached views, or "one" per image
     workers: int = 0
     threads: int = 2
+    # Train on train + validation for the fixed epochs, keeping the last epoch (no early
+    # stopping): for a recipe already chosen on the validation split.
+    refit: bool = False
 
 
 @dataclass(kw_only=True)

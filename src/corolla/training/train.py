@@ -82,7 +82,7 @@ def _lr_lambda(cfg: FitConfig, steps_per_epoch: int) -> Callable[[int], float]:
 def evaluate_batches(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode."""
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode; NaN for no batches."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     for x, y in batches:
@@ -91,7 +91,9 @@ def evaluate_batches(
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())
         n += len(y)
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    if n == 0:
+        return math.nan, math.nan
+    return loss_sum / n, correct / n
 
 
 def fit(
@@ -107,6 +109,9 @@ def fit(
     train_mode: Callable[[], None] | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` in place; on return it holds the best validation-accuracy weights.
+
+    Without validation data (``val_batches`` yields nothing: a refit on train + validation)
+    there is no early stopping and the model keeps the last epoch's weights.
 
     ``train_mode`` puts the model in training mode (default ``model.train()``; recipes with
     frozen BatchNorm override it). With ``checkpoint`` set, a checkpoint is saved after every
@@ -167,7 +172,11 @@ def fit(
             seconds=time.perf_counter() - t0,
         )
         history.append(rec)
-        improved = val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"])
+        improved = (
+            math.isnan(val_acc)  # no validation: the latest epoch is the one kept
+            or val_acc > best["acc"]
+            or (val_acc == best["acc"] and val_loss < best["loss"])
+        )
         if improved:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = {"acc": val_acc, "loss": val_loss, "state": state, "epoch": epoch + 1}
