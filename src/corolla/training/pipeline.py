@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import platform
 import sys
 import time
@@ -137,7 +138,7 @@ def run(job: TrainJob) -> Path:
         )
         # No validation (refit): NaN in the records, null in the JSON.
         history = [
-            {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(h).items()}
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(h).items()}
             for h in trained.history
         ]
         (vdir / "history.json").write_text(json.dumps(history, indent=2) + "\n")

@@ -172,16 +172,17 @@ def fit(
             seconds=time.perf_counter() - t0,
         )
         history.append(rec)
-        improved = (
-            math.isnan(val_acc)  # no validation: the latest epoch is the one kept
-            or val_acc > best["acc"]
-            or (val_acc == best["acc"] and val_loss < best["loss"])
+        # No validation (a refit): no early stopping, nothing to restore; the model keeps the
+        # last epoch's weights.
+        validated = not math.isnan(val_acc)
+        improved = validated and (
+            val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"])
         )
         if improved:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = {"acc": val_acc, "loss": val_loss, "state": state, "epoch": epoch + 1}
             bad_epochs = 0
-        else:
+        elif validated:
             bad_epochs += 1
         log.info(
             "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
