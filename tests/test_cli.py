@@ -130,3 +130,30 @@ def test_unknown_flag_fails(capsys: pytest.CaptureFixture[str]) -> None:
 def test_serve_error_exits_2_with_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model_name=x"]) == 2
     assert "needs --model_base_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("machine", "cpus", "argv", "inline", "intra"),
+    [
+        (2, 2, [], False, 1),  # the default: one process, two inference threads
+        (2, 2, ["--rest_workers=2"], True, 1),  # one core per process
+        (64, 1, [], True, 1),  # a one-CPU container on a big node
+        (64, 1, ["--inline_requests=false"], False, 1),
+        (2, 2, ["--inline_requests=true"], True, 1),
+        (4, 4, ["--enable_batching=false", "--rest_workers=4"], True, 1),
+        (1, 1, [], True, 0),  # the whole machine is one core: ONNX Runtime's own default
+    ],
+)
+def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
+    monkeypatch: pytest.MonkeyPatch, machine: int, cpus: int, argv: list[str], inline: bool,
+    intra: int,
+) -> None:
+    """--inline_requests=auto turns on where a process has one core; ONNX Runtime's thread
+    count is then explicit, since its own default counts the node's cores, not the quota."""
+    import corolla.cli
+
+    monkeypatch.setattr(corolla.cli, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(corolla.cli.os, "cpu_count", lambda: machine)
+    opts = options(argv)
+    assert opts.inline_requests is inline
+    assert opts.onnx.intra_op_threads == intra

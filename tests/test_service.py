@@ -271,3 +271,119 @@ async def test_a_model_that_batching_does_not_help_runs_unbatched_with_a_bounded
         await manager.close()
         for p in pools:
             p.shutdown(wait=True)
+
+
+async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """inline_requests (a process with one core): a cheap unbatched model's decoding and
+    inference run on the loop thread, with the same answers, deadlines and queue bound as in
+    threads; a model above INLINE_WHOLE_MAX_MS, or one that batching helps, stays in threads."""
+    import threading
+
+    from corolla.config import ModelConfig
+    from corolla.errors import ResourceExhausted
+    from corolla.service import INLINE_WHOLE_MAX_MS
+
+    write_demo_version(tmp_path / "colors", 1, size=16)
+    write_fake_version(tmp_path / "flat", 1, cpu_ms_per_row=0.4)
+    write_fake_version(tmp_path / "heavy", 1, cpu_ms_per_row=INLINE_WHOLE_MAX_MS * 1.5)
+    write_fake_version(tmp_path / "slow", 1, predict_seconds=0.3)
+    names = ("colors", "flat", "heavy", "slow")
+    pools: list[ThreadPoolExecutor] = []
+    managers: list[Manager] = []
+
+    async def make(batching: BatchingOptions | None, inline: bool) -> PredictionService:
+        load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
+        pools.extend([load, decode, infer])
+        manager = Manager(runtimes=[OnnxRuntime(), FakeRuntime()], executor=load)
+        managers.append(manager)
+        service = PredictionService(
+            manager, options=ServiceOptions(batching=batching, inline_requests=inline),
+            decode_executor=decode, infer_executor=infer)
+        await manager.set_configs(
+            [ModelConfig(name=n, base_path=str(tmp_path / n)) for n in names])
+        await manager.wait_until(manager.all_ready, timeout=30)
+        return service
+
+    try:
+        threaded = await make(None, False)
+        for batching in (None, BatchingOptions(autotune=True)):
+            service = await make(batching, True)
+            find = service.manager.serving_map.find
+            for name in ("colors", "flat"):
+                extras = find(name).extras
+                if batching is None:
+                    assert extras.get("inline_whole") is True
+                else:  # inline unless the tuning chose a batcher (not a cheap-inline model)
+                    inline = "batcher" not in extras or "inline_rows" in extras
+                    assert extras.get("inline_whole", False) is inline, extras
+            assert "inline_whole" not in find("heavy").extras
+            assert "inline_whole" not in find("slow").extras  # it waits 0.3 s per call
+            if not find("colors").extras.get("inline_whole"):
+                continue
+
+            seen: list[str] = []
+            for name in ("colors", "heavy"):
+                servable = find(name).servable
+                inner = getattr(servable, "inner", servable)
+                original = inner.predict
+
+                def recording(*a: object, _orig: object = original, _seen: list[str] = seen,
+                              **kw: object) -> object:
+                    _seen.append(threading.current_thread().name)
+                    return _orig(*a, **kw)  # type: ignore[operator]
+
+                inner.predict = recording  # type: ignore[method-assign]
+            loop_thread = threading.current_thread().name
+            photos = [jpeg((200, 10, 10)), jpeg((10, 10, 200)), jpeg((10, 200, 10))]
+            outs = await asyncio.gather(
+                *(service.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
+                service.predict_images(ModelSpec(name="colors"), photos))
+            wants = await asyncio.gather(
+                *(threaded.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
+                threaded.predict_images(ModelSpec(name="colors"), photos))
+            for out, want in zip(outs, wants, strict=True):
+                np.testing.assert_allclose(out.outputs["probabilities"],
+                                           want.outputs["probabilities"], rtol=1e-6)
+            assert [LABELS[i] for i in outs[-1].outputs["probabilities"].argmax(1)] == [
+                "red", "blue", "green"]
+            assert seen and set(seen) == {loop_thread}
+            seen.clear()
+            x = np.arange(8, dtype=np.float32).reshape(2, 4)
+            out = await service.predict(ModelSpec(name="heavy"), {"x": x})
+            assert np.array_equal(out.outputs["outputs"], x * 2)
+            assert seen and loop_thread not in seen
+            with pytest.raises(InvalidArgument, match="image 0"):
+                await service.predict_images(ModelSpec(name="colors"), [b"not a photo"])
+
+            # Deadlines: a request queued behind a long one expires and is never run.
+            spin = find("flat")
+            if spin.extras.get("inline_whole") and "batcher" not in spin.extras:
+                inner = getattr(spin.servable, "inner", spin.servable)
+                assert isinstance(inner, FakeServable)
+                inner.cpu_ms_per_row = 300.0  # the next calls hold the loop 0.3 s each
+                one = {"x": np.zeros((1, 4), np.float32)}
+                first = asyncio.ensure_future(service.predict(ModelSpec(name="flat"), one))
+                await asyncio.sleep(0)  # the first request is queued
+                calls = len(inner.batch_sizes)
+                with pytest.raises(DeadlineExceeded):
+                    await service.predict(ModelSpec(name="flat"), one,
+                                          deadline=time.monotonic() + 0.1)
+                assert (await first).outputs["outputs"].shape == (1, 4)
+                assert len(inner.batch_sizes) == calls + 1  # the expired one never ran
+                inner.cpu_ms_per_row = 0.4
+            # The queue bound of an unbatched model holds inline too.
+            slots = find("flat").extras.get("slots")
+            if slots is not None:
+                slots.limit = 2
+                results = await asyncio.gather(
+                    *(service.predict(ModelSpec(name="flat"), {"x": x}) for _ in range(6)),
+                    return_exceptions=True)
+                assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
+                assert slots.used == 0
+    finally:
+        for m in managers:
+            await asyncio.wait_for(m.close(), 10)
+        for p in pools:
+            p.shutdown(wait=False, cancel_futures=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +35,17 @@ log = logging.getLogger("corolla.autotune")
 @dataclass(frozen=True, kw_only=True)
 class TuneResult:
     max_batch_size: int
-    cost_per_row_ms: dict[int, float]
+    cost_per_row_ms: dict[int, float]  # CPU time of the calling thread
+    # Wall time: a model that waits (on a device, a lock, a sleep) costs little CPU but holds
+    # its caller; whether to run it on the event loop is decided on the larger of the two.
+    wall_per_row_ms: dict[int, float] = field(default_factory=dict)
+
+    def blocking_ms(self, size: int = 1) -> float | None:
+        """How long one call of ``size`` rows holds its thread (None: not measured)."""
+        cpu = self.cost_per_row_ms.get(size)
+        if cpu is None:
+            return None
+        return max(cpu, self.wall_per_row_ms.get(size, 0.0)) * size
 
 
 def _example_inputs(sig: Signature, rows: int, rng: np.random.Generator
@@ -65,6 +75,7 @@ def tune_max_batch_size(servable: Servable, *, limit: int, tolerance: float = 0.
         return None
     rng = np.random.default_rng(0)
     costs: dict[int, float] = {}
+    walls: dict[int, float] = {}
     deadline = time.monotonic() + budget_seconds
     size = 1
     while size <= limit:
@@ -72,18 +83,20 @@ def tune_max_batch_size(servable: Servable, *, limit: int, tolerance: float = 0.
         if inputs is None:
             return None
         servable.predict(inputs)  # first run of a shape: allocations, not steady state
-        best = float("inf")
+        best = best_wall = float("inf")
         for _ in range(repeats):
-            start = time.thread_time()
+            start, wall = time.thread_time(), time.perf_counter()
             servable.predict(inputs)
             best = min(best, time.thread_time() - start)
+            best_wall = min(best_wall, time.perf_counter() - wall)
         costs[size] = best / size * 1e3
+        walls[size] = best_wall / size * 1e3
         cheapest = min(costs.values())
         if costs[size] > cheapest * (1 + stop_above) or time.monotonic() > deadline:
             break
         size *= 2
     cheapest = min(costs.values())
     if cheapest > costs[1] * (1 - min_saving):
-        return TuneResult(max_batch_size=1, cost_per_row_ms=costs)
+        return TuneResult(max_batch_size=1, cost_per_row_ms=costs, wall_per_row_ms=walls)
     chosen = max(s for s, c in costs.items() if c <= cheapest * (1 + tolerance))
-    return TuneResult(max_batch_size=chosen, cost_per_row_ms=costs)
+    return TuneResult(max_batch_size=chosen, cost_per_row_ms=costs, wall_per_row_ms=walls)

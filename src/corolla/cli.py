@@ -123,6 +123,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="processes serving the REST API on one port (default 1). More help "
                         "when the server's own work, not inference, fills a core: cheap models "
                         "at high request rates. Each process loads every model")
+    c.add_argument("--inline_requests", default="auto", choices=["auto", "true", "false"],
+                   help="run an unbatched model's whole request (decode and inference) on the "
+                        "event loop instead of in threads; auto: where a process has one core "
+                        "(--rest_workers as many as the cores, or a one-CPU container) and "
+                        "inference costs at most 25 ms")
     o = p.add_argument_group("Corolla operations and security flags (docs/operations.md)")
     o.add_argument("--log_format", default="text", choices=["text", "json"])
     o.add_argument("--enable_metrics", default=True, **b,
@@ -229,6 +234,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         access_log=args.access_log,
         decode_threads=per_process if workers > 1 else 0,
         rest_workers=workers, log_level=args.log_level, log_format=args.log_format,
+        inline_requests=(args.inline_requests == "true"
+                         or (args.inline_requests == "auto" and per_process == 1)),
         **ops,
         enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
     )
@@ -296,14 +303,19 @@ def _default_intra(batching: object, cores: int) -> int:
 
     Batch threads (or, without batching, the inference pool: one thread per core) run one
     inference per core; giving each its own intra-op pool too would put two threads on every
-    core, spinning against each other.
+    core, spinning against each other. Otherwise the process's own cores, counted explicitly
+    unless the process may use the whole machine: ONNX Runtime's default counts the machine's
+    cores, not the affinity mask or the container's CPU quota. (Measured on this 2-core machine,
+    pinned to one core with taskset, tutorial CNN, raw uploads at concurrency 32: 262 req/s
+    with the default, 385 with one thread; benchmarks/results/2026-11-27-inline.md.)
     """
     from corolla.batching import BatchingOptions
 
     threads = batching.num_batch_threads if isinstance(batching, BatchingOptions) else cores
     if threads > 1:
         return 1
-    return 0 if cores == available_cpus() else cores  # 0: ONNX Runtime's default, every core
+    whole_machine = cores == available_cpus() == (os.cpu_count() or 1)
+    return 0 if whole_machine else cores  # 0: ONNX Runtime's default, every core
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from corolla.config import ModelConfig, load_model_config_file
 from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
 from corolla.http.app import build_app
+from corolla.http.coalesce import flush_due
 from corolla.http.fastpath import FastInference
 from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
 from corolla.http.limits import HttpLimits, LimitsMiddleware, guarded_protocol
@@ -88,6 +89,8 @@ class ServerOptions:
     runtimes_extra: tuple[Any, ...] = ()
     # Processes serving the REST API on one port (corolla.workers); 1: this process only.
     rest_workers: int = 1
+    # Whole requests of cheap unbatched models on the event loop (corolla.service).
+    inline_requests: bool = False
     log_level: str = "INFO"  # for the REST worker processes' logging
     log_format: str = "text"
 
@@ -133,8 +136,11 @@ class CorollaServer:
         self.service = PredictionService(
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
-                                   default_timeout=options.rest_api_timeout_in_ms / 1000),
+                                   default_timeout=options.rest_api_timeout_in_ms / 1000,
+                                   inline_requests=options.inline_requests),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool)
+        # Answers held for the end of a loop iteration leave before a job holds the loop.
+        self.service.loop_runner.before_job = flush_due
         self.metrics = Metrics()
         self.metrics.instrument(self.service)
         if worker is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from corolla.autotune import tune_max_batch_size
+from corolla.autotune import TuneResult, tune_max_batch_size
 from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.config import ModelConfig
 from corolla.errors import (
@@ -29,6 +29,7 @@ from corolla.errors import (
     ResourceExhausted,
 )
 from corolla.images import ImageLimits, preprocess_image
+from corolla.looprunner import LoopRunner
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import Manager, VersionStatus
 from corolla.repository.policy import State
@@ -77,6 +78,15 @@ class ClassifyResult:
 # more than the model itself (benchmarks/PROFILE.md, tiny model).
 INLINE_MAX_MS = 0.05
 INLINE_MAX_ROWS = 64
+# A process that has one core (``--rest_workers`` as many as the cores, or a one-CPU container)
+# gains nothing from decoding and inferring in threads: there is no other core for them, and
+# every hand-off costs the loop and the GIL. There an unbatched model whose inference at batch 1
+# costs at most this much runs each whole request (image decoding included) on the event loop,
+# one request after another. Measured with two processes on 2 cores, raw uploads at
+# concurrency 32: +10% photos/s on the tutorial CNN, +5% on the flowers model
+# (benchmarks/results/2026-11-27-inline.md). The bound keeps the loop's pauses short: a request
+# (or a health probe) waits behind at most the requests already in the process, each this long.
+INLINE_WHOLE_MAX_MS = 25.0
 # With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
 # load: 64 batches of 1 photo would refuse requests at concurrency 64.
 QUEUE_MIN_ROWS = 256
@@ -88,6 +98,9 @@ class ServiceOptions:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     default_timeout: float = 30.0
     max_batch_rows: int = 4096  # rows in one request
+    # Run cheap unbatched models' whole requests on the event loop (see INLINE_WHOLE_MAX_MS):
+    # the server turns this on where a process has one core (--inline_requests=auto).
+    inline_requests: bool = False
 
 
 class PredictionService:
@@ -99,6 +112,8 @@ class PredictionService:
         self._infer = infer_executor
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
+        # Decoding and inference on the event loop, for versions marked "inline_whole".
+        self.loop_runner = LoopRunner()
         # Other processes serving the same models (REST workers): ReloadConfig reaches them too.
         self.reload_listeners: list[
             Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]] = []
@@ -120,6 +135,7 @@ class PredictionService:
         hold its own ``batching_params.pbtxt``; it applies when batching is enabled.
         """
         if self.options.batching is None:
+            self._inline_whole(loaded, None)
             return
         options = self.options.batching
         per_model = loaded.path / PER_MODEL_BATCHING_FILE
@@ -136,10 +152,12 @@ class PredictionService:
                 options = replace(options, max_batch_size=size, max_enqueued_batches=max(
                     options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // size)))
                 loaded.extras["autotune"] = tuned
-                if tuned.cost_per_row_ms.get(1, float("inf")) <= INLINE_MAX_MS:
+                call_ms = tuned.blocking_ms(1)
+                if call_ms is not None and call_ms <= INLINE_MAX_MS:
                     log.info("model %s version %d runs inline on the event loop (%.3f ms per "
-                             "call)", loaded.name, loaded.version, tuned.cost_per_row_ms[1])
+                             "call)", loaded.name, loaded.version, call_ms)
                     loaded.extras["inline_rows"] = INLINE_MAX_ROWS
+                    self._inline_whole(loaded, tuned)  # its photos are decoded inline too
                 if size == 1:
                     # Batches of one would only add the batcher's hand-offs (measured: 5-10%
                     # fewer photos/s). Requests run as they come, in the inference threads, with
@@ -147,8 +165,30 @@ class PredictionService:
                     log.info("model %s version %d runs unbatched: batching does not save CPU "
                              "here", loaded.name, loaded.version)
                     loaded.extras["slots"] = Slots(options.max_enqueued_batches)
+                    self._inline_whole(loaded, tuned)
                     return
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
+
+    def _inline_whole(self, loaded: LoadedVersion, tuned: TuneResult | None) -> None:
+        """Mark a version (unbatched, or cheap enough to infer inline) to decode and infer on
+        the event loop (``loop_runner``), where the options allow it and its inference at
+        batch 1 is cheap enough (measured here unless the batch-size tuning already did)."""
+        if not self.options.inline_requests:
+            return
+        if tuned is None:
+            inner = getattr(loaded.servable, "inner", loaded.servable)
+            tuned = tune_max_batch_size(inner, limit=1)
+        cost = None if tuned is None else tuned.blocking_ms(1)
+        if cost is None:  # the signature cannot be timed (strings, unknown sizes)
+            return
+        if cost <= INLINE_WHOLE_MAX_MS:
+            log.info("model %s version %d: whole requests run on the event loop (one core "
+                     "per process; %.2f ms per inference)", loaded.name, loaded.version, cost)
+            loaded.extras["inline_whole"] = True
+        else:
+            log.info("model %s version %d: inference in a thread (%.1f ms per inference is "
+                     "above the %.0f ms run inline)", loaded.name, loaded.version, cost,
+                     INLINE_WHOLE_MAX_MS)
 
     async def reload_config(self, configs: Sequence[ModelConfig], *,
                             timeout: float | None = None) -> None:
@@ -292,7 +332,8 @@ class PredictionService:
                 if pre is None or pre.input != alias:
                     raise InvalidArgument(
                         f"input {alias!r} expects {tspec.dtype} values, got strings/bytes")
-                value = await self._decode_images(value, pre)
+                value = await self._decode_images(
+                    value, pre, inline=bool(loaded.extras.get("inline_whole")))
             else:
                 value = _coerce(alias, value, tspec.dtype,
                                 finite=pre is not None and pre.input == alias)
@@ -309,7 +350,8 @@ class PredictionService:
             out[alias] = value
         return out
 
-    async def _decode_images(self, value: np.ndarray, pre: object) -> np.ndarray:
+    async def _decode_images(self, value: np.ndarray, pre: object, *, inline: bool = False
+                             ) -> np.ndarray:
         from corolla.model_dir import ImagePreprocessing
 
         assert isinstance(pre, ImagePreprocessing)
@@ -328,11 +370,14 @@ class PredictionService:
             except CorollaError as exc:
                 raise type(exc)(f"image {i}: {exc.message}", exc.code) from exc
 
+        def submit(i: int, data: object) -> asyncio.Future[np.ndarray]:
+            if inline:
+                return self.loop_runner.submit(one, i, data)
+            return loop.run_in_executor(self._decode, one, i, data)
+
         if len(flat) == 1:  # the common case: no gather, and a view instead of a copy
-            return (await loop.run_in_executor(self._decode, one, 0, flat[0]))[np.newaxis]
-        arrays = await asyncio.gather(
-            *(loop.run_in_executor(self._decode, one, i, d) for i, d in enumerate(flat)))
-        return np.stack(arrays)
+            return (await submit(0, flat[0]))[np.newaxis]
+        return np.stack(await asyncio.gather(*(submit(i, d) for i, d in enumerate(flat))))
 
     async def _run(self, loaded: LoadedVersion, signature: str, inputs: Tensors,
                    output_filter: tuple[str, ...], deadline: float) -> Tensors:
@@ -360,9 +405,18 @@ class PredictionService:
             if isinstance(slots, Slots) and slots.used >= slots.limit:
                 raise ResourceExhausted(
                     "The batch scheduling queue to which this task was submitted is full")
-            fut = asyncio.get_running_loop().run_in_executor(
-                self._infer, lambda: loaded.servable.predict(
-                    inputs, signature=signature, output_filter=output_filter))
+            def call() -> Tensors:
+                # The timer below cancels a waiting request at its deadline, but a job can
+                # start before the loop has run the timer (the loop was busy): check here too.
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded("Deadline exceeded while waiting for the model")
+                return loaded.servable.predict(inputs, signature=signature,
+                                               output_filter=output_filter)
+
+            if loaded.extras.get("inline_whole"):
+                fut = self.loop_runner.submit(call, urgent=True)
+            else:
+                fut = asyncio.get_running_loop().run_in_executor(self._infer, call)
             if isinstance(slots, Slots):
                 slots.used += 1
                 fut.add_done_callback(slots.release)

@@ -75,3 +75,27 @@ def test_close_flushes_first_and_later_writes_are_dropped() -> None:
         assert w.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is delegated
 
     asyncio.run(main())
+
+
+def test_flush_due_writes_out_what_every_connection_holds() -> None:
+    """Before a job holds the loop (corolla.looprunner), answers written earlier in the same
+    iteration leave at once instead of after the job."""
+    from corolla.http.coalesce import flush_due
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = RecordingTransport(), RecordingTransport()
+        wa, wb = CoalescingWriter(a, loop), CoalescingWriter(b, loop)
+        wa.write(b"answer a")
+        wb.write(b"answer b")
+        assert a.writes == [] and b.writes == []
+        flush_due()
+        assert a.writes == [b"answer a"] and b.writes == [b"answer b"]
+        await asyncio.sleep(0)  # the scheduled flushes find nothing more to write
+        assert a.writes == [b"answer a"] and b.writes == [b"answer b"]
+        wa.write(b"next")
+        await asyncio.sleep(0)
+        assert a.writes == [b"answer a", b"next"]
+
+    asyncio.run(main())
+    flush_due()  # no running loop: nothing to do

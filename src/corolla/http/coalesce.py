@@ -11,12 +11,32 @@ current event-loop iteration (``call_soon``), or at once when the pending bytes 
 ``flush_bytes`` (so a large or streamed body is never held back in memory), or when the cycle
 closes the connection. Bytes keep their order, nothing is delayed past the callback that wrote
 it, and a write after the connection is gone is dropped, as the transport itself would.
+
+:func:`flush_due` writes out every writer of the running loop that has bytes waiting. Code that
+is about to hold the loop for a while (a request run inline, ``corolla.service``) calls it
+first, so that answers finished earlier in the same iteration leave now rather than after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+# Writers with a flush scheduled, per event loop (loops run in their own threads).
+_due: dict[asyncio.AbstractEventLoop, set[CoalescingWriter]] = {}
+
+
+def flush_due() -> None:
+    """Write out now what every connection of the running loop has waiting."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    writers = _due.get(loop)
+    if writers:
+        for w in list(writers):
+            w.flush()
+        writers.clear()
 
 
 class CoalescingWriter:
@@ -46,6 +66,10 @@ class CoalescingWriter:
         elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._scheduled_flush)
+            due = _due.get(self._loop)
+            if due is None:
+                due = _due[self._loop] = set()
+            due.add(self)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
@@ -53,6 +77,11 @@ class CoalescingWriter:
 
     def _scheduled_flush(self) -> None:
         self._scheduled = False
+        due = _due.get(self._loop)
+        if due is not None:
+            due.discard(self)
+            if not due:
+                del _due[self._loop]  # no reference to a loop that may be closed later
         self.flush()
 
     def flush(self) -> None:
