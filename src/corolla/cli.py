@@ -306,8 +306,8 @@ def _default_intra(batching: object, cores: int) -> int:
     core, spinning against each other. Otherwise the process's own cores, counted explicitly
     unless the process may use the whole machine: ONNX Runtime's default counts the machine's
     cores, not the affinity mask or the container's CPU quota. (Measured on this 2-core machine,
-    pinned to one core with taskset, tutorial CNN, raw uploads at concurrency 32: 262 req/s
-    with the default, 385 with one thread; benchmarks/results/2026-11-27-inline.md.)
+    pinned to one core with taskset, tutorial CNN, raw uploads at concurrency 32: 251 req/s
+    with two ONNX Runtime threads, 362 with one; benchmarks/results/2026-11-27-inline-one-core.md.)
     """
     from corolla.batching import BatchingOptions
 

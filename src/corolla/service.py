@@ -82,10 +82,12 @@ INLINE_MAX_ROWS = 64
 # gains nothing from decoding and inferring in threads: there is no other core for them, and
 # every hand-off costs the loop and the GIL. There an unbatched model whose inference at batch 1
 # costs at most this much runs each whole request (image decoding included) on the event loop,
-# one request after another. Measured with two processes on 2 cores, raw uploads at
-# concurrency 32: +10% photos/s on the tutorial CNN, +5% on the flowers model
-# (benchmarks/results/2026-11-27-inline.md). The bound keeps the loop's pauses short: a request
-# (or a health probe) waits behind at most the requests already in the process, each this long.
+# one request after another (corolla.looprunner). Measured with two processes on 2 cores, raw
+# uploads at concurrency 32, against the same processes with threads: +0.3% photos/s on the
+# tutorial CNN and +1.7% on the flowers model (three alternating rounds each,
+# benchmarks/results/2026-11-27-inline-{cnn,flowers}.md): within the noise, with fewer threads
+# and p99 no worse. The bound keeps the loop's pauses short: a request (or a
+# health probe) waits behind at most the requests already in the process, each this long.
 INLINE_WHOLE_MAX_MS = 25.0
 # With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
 # load: 64 batches of 1 photo would refuse requests at concurrency 64.

@@ -1,0 +1,152 @@
+"""A/B of Corolla configurations on one model, alternating rounds, with a markdown report.
+
+    python3 benchmarks/ab_corolla.py --name inline --model cnn --rounds 3 \\
+        --variant "threads=--rest_workers=2 --inline_requests=false" \\
+        --variant "inline=--rest_workers=2"
+
+Each variant is a set of extra ``corolla serve`` flags (on top of the harness's own: the model,
+ports, batching on); ``--pin CPUS`` starts the servers under ``taskset -c CPUS`` (a one-core
+process on this machine stands for a one-CPU container). Rounds alternate the variants so a
+drift of the machine hits them alike: compare the means and the CPU per request, not one point.
+Raw JPEG uploads (or ``--format b64``) from ../shared/datasets/flower_photos, wrk at one
+concurrency. Writes benchmarks/results/<date>-<name>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import envs  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="results file name")
+    p.add_argument("--model", default="cnn", choices=["flowers", "cnn", "tiny"])
+    p.add_argument("--format", default="raw", choices=["raw", "b64"])
+    p.add_argument("--variant", action="append", required=True,
+                   help="NAME=FLAGS (extra corolla serve flags; repeat for each variant)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--warmup", type=float, default=2)
+    p.add_argument("--pin", default="", help="run the servers under taskset -c PIN")
+    p.add_argument("--photos", type=Path,
+                   default=envs.REPO.parent / "shared" / "datasets" / "flower_photos")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if Path(sys.prefix).resolve() != (HERE / ".venvs" / "corolla").resolve():
+        py = envs.ensure("corolla")  # the harness's environment (as benchmarks/run.py)
+        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    from harness.bench import corolla_code, machine_info
+    from harness.loadgen import ensure_wrk, measure
+    from harness.models import build_models
+    from harness.servers import build
+    from harness.workload import FORMATS, pick_photos, write_bodies
+
+    variants = []
+    for v in args.variant:
+        name, _, flags = v.partition("=")
+        variants.append((name, shlex.split(flags)))
+    ensure_wrk()
+    work = (HERE / ".work" / "ab").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    models = build_models(work, envs.REPO)
+    fmt = FORMATS["corolla"][args.format]
+    if args.model == "tiny":
+        from harness.workload import feature_rows
+
+        fmt = FORMATS["corolla"]["b64"]  # the tiny model's JSON rows
+        bodies = [fmt.tiny(r) for r in feature_rows(256)] if fmt.tiny else []
+    else:
+        photos = [p.read_bytes() for p in pick_photos(args.photos, 256)]
+        bodies = [fmt.image(p) for p in photos] if fmt.image else []
+    if not bodies:
+        raise SystemExit(f"format {args.format} does not apply to model {args.model}")
+    body_file = write_bodies(work / f"{args.model}-{args.format}.bin", bodies)
+    started = dt.datetime.now()
+    doc: dict[str, object] = {
+        "name": args.name, "started": started.isoformat(timespec="seconds"),
+        "machine": machine_info(), "code": corolla_code(), "model": args.model,
+        "format": args.format, "concurrency": args.concurrency, "seconds": args.seconds,
+        "pin": args.pin, "variants": {n: f for n, f in variants}, "points": [],
+    }
+    points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
+    for r in range(args.rounds):
+        for name, flags in variants:
+            srv, port, _ = build("corolla", model=args.model, info=models[args.model],
+                                 batching=True, work=work)
+            srv.argv += flags
+            if args.pin:
+                srv.argv = ["taskset", "-c", args.pin, *srv.argv]
+            url = f"http://127.0.0.1:{port}" + fmt.path.format(model=args.model)
+            srv.start()
+            try:
+                srv.wait_ready(url, bodies[0], fmt.content_type)
+                p = measure(srv, url, body_file, fmt.content_type,
+                            connections=args.concurrency, seconds=args.seconds,
+                            warmup=args.warmup)
+            finally:
+                srv.stop()
+            points.append({"round": r, "variant": name, **p.as_dict()})
+            print(f"round {r} {name}: {p.rps:.1f} req/s, {p.server_cpu_cores:.2f} cores, "
+                  f"{p.server_cpu_ms_per_req:.2f} CPU ms/req, p50 {p.p50_ms:.1f} "
+                  f"p99 {p.p99_ms:.1f} ms, errors {p.errors}", flush=True)
+    out = args.out / f"{started:%Y-%m-%d}-{args.name}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    out.with_suffix(".md").write_text(report(doc, variants))
+    print(f"wrote {out}.md")
+    return 0
+
+
+def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str:
+    points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
+    m: dict[str, object] = doc["machine"]  # type: ignore[assignment]
+    load = m.get("loadavg_start") or ()
+    machine = (f"{m.get('cpus')} cores, {m.get('memory_gb')} GiB, {m.get('platform')}, Python "
+               f"{m.get('python')}, load average at start "
+               + ", ".join(f"{x:.2f}" for x in load))  # type: ignore[union-attr]
+    lines = [
+        f"# A/B {doc['name']}: {doc['started']}", "",
+        f"Machine: {machine}. Corolla code: {doc['code']}.", "",
+        f"Model {doc['model']}, {doc['format']} bodies, concurrency {doc['concurrency']}, "
+        f"{doc['seconds']} s a point after a warm-up, rounds alternating the variants"
+        + (f"; servers pinned with `taskset -c {doc['pin']}`" if doc["pin"] else "") + ".",
+        "Command: `python3 benchmarks/ab_corolla.py " + shlex.join(sys.argv[1:]) + "`", "",
+        "| variant | extra flags | req/s by round | mean req/s | vs first | CPU ms/req (mean) "
+        "| p50 ms (mean) | p99 ms (mean) | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = None
+    for name, flags in variants:
+        ps = [p for p in points if p["variant"] == name]
+        rps = [float(p["rps"]) for p in ps]  # type: ignore[arg-type]
+        mean = statistics.fmean(rps)
+        base = base or mean
+        errors = sum(sum(p["errors"].values()) for p in ps)  # type: ignore[union-attr]
+        lines.append(
+            f"| {name} | `{' '.join(flags)}` | {', '.join(f'{x:.0f}' for x in rps)} "
+            f"| {mean:.1f} | {mean / base:.3f} "
+            f"| {statistics.fmean(float(p['server_cpu_ms_per_req']) for p in ps):.2f} "  # type: ignore[arg-type]
+            f"| {statistics.fmean(float(p['p50_ms']) for p in ps):.1f} "  # type: ignore[arg-type]
+            f"| {statistics.fmean(float(p['p99_ms']) for p in ps):.1f} | {errors} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
