@@ -90,3 +90,25 @@ def test_a_runner_moves_to_a_new_loop() -> None:
 
     assert asyncio.run(once(1)) == 2
     assert asyncio.run(once(2)) == 4
+
+
+async def test_a_stream_of_inference_jobs_cannot_starve_decoding() -> None:
+    from corolla.looprunner import URGENT_STREAK
+
+    order: list[str] = []
+    runner = LoopRunner()
+    decode = runner.submit(order.append, "decode")
+    infer = [runner.submit(order.append, f"infer{i}", urgent=True) for i in range(10)]
+    await asyncio.gather(decode, *infer)
+    assert order.index("decode") == URGENT_STREAK
+
+
+async def test_a_failing_before_job_strands_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> None:
+        raise OSError("socket gone")
+
+    runner = LoopRunner(before_job=broken)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(runner.submit(lambda i=i: i * 10) for i in range(3))), 5)
+    assert results == [0, 10, 20]
+    assert "before_job failed" in caplog.text

@@ -318,70 +318,103 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
                 else:  # inline unless the tuning chose a batcher (not a cheap-inline model)
                     inline = "batcher" not in extras or "inline_rows" in extras
                     assert extras.get("inline_whole", False) is inline, extras
-            assert "inline_whole" not in find("heavy").extras
-            assert "inline_whole" not in find("slow").extras  # it waits 0.3 s per call
-            if not find("colors").extras.get("inline_whole"):
-                continue
+            assert not find("heavy").extras.get("inline_whole")
+            assert not find("slow").extras.get("inline_whole")  # it waits 0.3 s a call
 
-            seen: list[str] = []
-            for name in ("colors", "heavy"):
-                servable = find(name).servable
-                inner = getattr(servable, "inner", servable)
-                original = inner.predict
+        # The rest on the unbatched service, where every decision above is fixed.
+        service = await make(None, True)
+        find = service.manager.serving_map.find
 
-                def recording(*a: object, _orig: object = original, _seen: list[str] = seen,
-                              **kw: object) -> object:
-                    _seen.append(threading.current_thread().name)
-                    return _orig(*a, **kw)  # type: ignore[operator]
+        seen: list[str] = []
+        for name in ("colors", "heavy"):
+            servable = find(name).servable
+            inner = getattr(servable, "inner", servable)
+            original = inner.predict
 
-                inner.predict = recording  # type: ignore[method-assign]
-            loop_thread = threading.current_thread().name
-            photos = [jpeg((200, 10, 10)), jpeg((10, 10, 200)), jpeg((10, 200, 10))]
-            outs = await asyncio.gather(
-                *(service.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
-                service.predict_images(ModelSpec(name="colors"), photos))
-            wants = await asyncio.gather(
-                *(threaded.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
-                threaded.predict_images(ModelSpec(name="colors"), photos))
-            for out, want in zip(outs, wants, strict=True):
-                np.testing.assert_allclose(out.outputs["probabilities"],
-                                           want.outputs["probabilities"], rtol=1e-6)
-            assert [LABELS[i] for i in outs[-1].outputs["probabilities"].argmax(1)] == [
-                "red", "blue", "green"]
-            assert seen and set(seen) == {loop_thread}
-            seen.clear()
-            x = np.arange(8, dtype=np.float32).reshape(2, 4)
-            out = await service.predict(ModelSpec(name="heavy"), {"x": x})
-            assert np.array_equal(out.outputs["outputs"], x * 2)
-            assert seen and loop_thread not in seen
-            with pytest.raises(InvalidArgument, match="image 0"):
-                await service.predict_images(ModelSpec(name="colors"), [b"not a photo"])
+            def recording(*a: object, _orig: object = original, _seen: list[str] = seen,
+                          **kw: object) -> object:
+                _seen.append(threading.current_thread().name)
+                return _orig(*a, **kw)  # type: ignore[operator]
 
-            # Deadlines: a request queued behind a long one expires and is never run.
-            spin = find("flat")
-            if spin.extras.get("inline_whole") and "batcher" not in spin.extras:
-                inner = getattr(spin.servable, "inner", spin.servable)
-                assert isinstance(inner, FakeServable)
-                inner.cpu_ms_per_row = 300.0  # the next calls hold the loop 0.3 s each
-                one = {"x": np.zeros((1, 4), np.float32)}
-                first = asyncio.ensure_future(service.predict(ModelSpec(name="flat"), one))
-                await asyncio.sleep(0)  # the first request is queued
-                calls = len(inner.batch_sizes)
-                with pytest.raises(DeadlineExceeded):
-                    await service.predict(ModelSpec(name="flat"), one,
-                                          deadline=time.monotonic() + 0.1)
-                assert (await first).outputs["outputs"].shape == (1, 4)
-                assert len(inner.batch_sizes) == calls + 1  # the expired one never ran
-                inner.cpu_ms_per_row = 0.4
-            # The queue bound of an unbatched model holds inline too.
-            slots = find("flat").extras.get("slots")
-            if slots is not None:
-                slots.limit = 2
-                results = await asyncio.gather(
-                    *(service.predict(ModelSpec(name="flat"), {"x": x}) for _ in range(6)),
-                    return_exceptions=True)
-                assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
-                assert slots.used == 0
+            inner.predict = recording  # type: ignore[method-assign]
+        loop_thread = threading.current_thread().name
+        photos = [jpeg((200, 10, 10)), jpeg((10, 10, 200)), jpeg((10, 200, 10))]
+        outs = await asyncio.gather(
+            *(service.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
+            service.predict_images(ModelSpec(name="colors"), photos))
+        wants = await asyncio.gather(
+            *(threaded.predict_images(ModelSpec(name="colors"), [p]) for p in photos),
+            threaded.predict_images(ModelSpec(name="colors"), photos))
+        for out, want in zip(outs, wants, strict=True):
+            np.testing.assert_allclose(out.outputs["probabilities"],
+                                       want.outputs["probabilities"], rtol=1e-6)
+        assert [LABELS[i] for i in outs[-1].outputs["probabilities"].argmax(1)] == [
+            "red", "blue", "green"]
+        assert seen and set(seen) == {loop_thread}
+        seen.clear()
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        out = await service.predict(ModelSpec(name="heavy"), {"x": x})
+        assert np.array_equal(out.outputs["outputs"], x * 2)
+        assert seen and loop_thread not in seen
+        with pytest.raises(InvalidArgument, match="image 0"):
+            await service.predict_images(ModelSpec(name="colors"), [b"not a photo"])
+
+        # Deadlines: requests queued behind a long job expire, before their inference or
+        # before their photo is decoded, and are never run.
+        flat = find("flat")
+        inner = getattr(flat.servable, "inner", flat.servable)
+        assert isinstance(inner, FakeServable)
+        one = {"x": np.zeros((1, 4), np.float32)}
+        blocker = service.loop_runner.submit(time.sleep, 0.3, urgent=True)  # holds the loop 0.3 s
+        calls = len(inner.batch_sizes)
+        with pytest.raises(DeadlineExceeded, match="waiting for the model"):
+            await service.predict(ModelSpec(name="flat"), one,
+                                  deadline=time.monotonic() + 0.1)
+        assert len(inner.batch_sizes) == calls  # the expired request never ran
+        await blocker
+        seen.clear()
+        blocker = service.loop_runner.submit(time.sleep, 0.3, urgent=True)
+        with pytest.raises(DeadlineExceeded, match="decode the image"):
+            await service.predict_images(ModelSpec(name="colors"), [photos[0]],
+                                         deadline=time.monotonic() + 0.1)
+        assert seen == []  # nor was it decoded and inferred
+        await blocker
+
+        # The queue bound holds for the whole request, photos still to decode included.
+        from corolla.service import Slots
+
+        find("colors").extras["slots"] = Slots(2)
+        flat.extras["slots"] = Slots(2)
+        for call in (lambda: service.predict_images(ModelSpec(name="colors"), [photos[1]]),
+                     lambda: service.predict(ModelSpec(name="flat"), {"x": x})):
+            results = await asyncio.gather(*(call() for _ in range(6)),
+                                           return_exceptions=True)
+            assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
+            assert not any(isinstance(r, BaseException) and not isinstance(
+                r, ResourceExhausted) for r in results), results
+        assert find("colors").extras["slots"].used == 0 and flat.extras["slots"].used == 0
+
+        # A big upload is decoded in a thread, so the loop keeps serving meanwhile.
+        decoders: list[str] = []
+        import corolla.service as service_module
+
+        original_pre = service_module.preprocess_image
+
+        def recording_pre(*a: object, **kw: object) -> object:
+            decoders.append(threading.current_thread().name)
+            return original_pre(*a, **kw)  # type: ignore[arg-type]
+
+        service_module.preprocess_image = recording_pre  # type: ignore[assignment]
+        try:
+            big = io.BytesIO()
+            Image.fromarray(np.random.default_rng(0).integers(
+                0, 255, (900, 900, 3), dtype=np.uint8)).save(big, "PNG")
+            assert len(big.getvalue()) > service_module.INLINE_DECODE_MAX_BYTES
+            await service.predict_images(ModelSpec(name="colors"), [big.getvalue()])
+            await service.predict_images(ModelSpec(name="colors"), [photos[2]])
+        finally:
+            service_module.preprocess_image = original_pre  # type: ignore[assignment]
+        assert decoders[0] != loop_thread and decoders[1] == loop_thread
     finally:
         for m in managers:
             await asyncio.wait_for(m.close(), 10)

@@ -6,8 +6,10 @@ there is no other core to run them. It only costs hand-offs, GIL switches betwee
 and, with ONNX Runtime, a second thread pool. :class:`LoopRunner` runs those jobs on the loop
 thread instead, with the queueing behaviour of a one-thread executor:
 
-- jobs run in the order they were submitted (inference jobs before decoding jobs, so a request
-  whose photo is decoded finishes before new ones start);
+- jobs run in the order they were submitted, inference jobs before decoding jobs (a request
+  whose photo is decoded finishes before new ones start), but never more than
+  ``URGENT_STREAK`` inference jobs in a row while decoding jobs wait, so a stream of tensor
+  requests cannot starve uploads;
 - **one job per loop iteration**, so between two jobs the loop polls its sockets: the rest of a
   request body that arrived in several segments is read, new requests join the queue behind the
   ones already there, and health probes are answered. (Running every ready request's work
@@ -21,11 +23,16 @@ thread instead, with the queueing behaviour of a one-thread executor:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+log = logging.getLogger("corolla.looprunner")
+
+URGENT_STREAK = 4
 
 
 class LoopRunner:
@@ -35,6 +42,7 @@ class LoopRunner:
         self._normal: deque[_Job] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
+        self._streak = 0  # urgent jobs run in a row
 
     def __len__(self) -> int:
         return len(self._urgent) + len(self._normal)
@@ -44,7 +52,9 @@ class LoopRunner:
         """Queue ``fn(*args)`` (from the loop thread); its result or exception comes back in
         the returned future."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # first use, or a new loop (the old one is gone)
+        # First use, or a new loop: a service is served by one loop at a time, and the old loop
+        # (a test's, or a server restarted in this process) is gone with its waiting callers.
+        if loop is not self._loop:
             self._loop = loop
             self._urgent.clear()
             self._normal.clear()
@@ -57,20 +67,27 @@ class LoopRunner:
         return fut
 
     def _next(self) -> _Job | None:
-        for queue in (self._urgent, self._normal):
-            while queue:
-                job = queue.popleft()
-                if not job[2].done():
-                    return job
-        return None
+        for queue in (self._urgent, self._normal):  # drop what nobody waits for any more
+            while queue and queue[0][2].done():
+                queue.popleft()
+        if self._urgent and (self._streak < URGENT_STREAK or not self._normal):
+            self._streak += 1
+            return self._urgent.popleft()
+        self._streak = 0
+        return self._normal.popleft() if self._normal else None
 
     def _step(self) -> None:
         self._scheduled = False
-        job = self._next()
-        if job is not None:
+        try:
+            job = self._next()
+            if job is None:
+                return
             fn, args, fut = job
             if self.before_job is not None:
-                self.before_job()
+                try:
+                    self.before_job()
+                except Exception:  # never strand the job or the queue behind it
+                    log.exception("before_job failed")
             try:
                 result = fn(*args)
             except (KeyboardInterrupt, SystemExit):
@@ -79,6 +96,7 @@ class LoopRunner:
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
-        if (self._urgent or self._normal) and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._step)
+        finally:
+            if (self._urgent or self._normal) and self._loop is not None:
+                self._scheduled = True
+                self._loop.call_soon(self._step)

@@ -23,6 +23,7 @@ from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.config import ModelConfig
 from corolla.errors import (
     CorollaError,
+    DeadlineExceeded,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -89,6 +90,9 @@ INLINE_MAX_ROWS = 64
 # and p99 no worse. The bound keeps the loop's pauses short: a request (or a
 # health probe) waits behind at most the requests already in the process, each this long.
 INLINE_WHOLE_MAX_MS = 25.0
+# Uploads bigger than this are decoded in a thread even then: a 12-megapixel JPEG takes tens of
+# milliseconds to decode, which the loop should not spend away from its sockets.
+INLINE_DECODE_MAX_BYTES = 1 << 20
 # With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
 # load: 64 batches of 1 photo would refuse requests at concurrency 64.
 QUEUE_MIN_ROWS = 256
@@ -175,8 +179,8 @@ class PredictionService:
         """Mark a version (unbatched, or cheap enough to infer inline) to decode and infer on
         the event loop (``loop_runner``), where the options allow it and its inference at
         batch 1 is cheap enough (measured here unless the batch-size tuning already did)."""
-        if not self.options.inline_requests:
-            return
+        if not self.options.inline_requests or "inline_whole" in loaded.extras:
+            return  # off, or already decided for this version
         if tuned is None:
             inner = getattr(loaded.servable, "inner", loaded.servable)
             tuned = tune_max_batch_size(inner, limit=1)
@@ -188,6 +192,7 @@ class PredictionService:
                      "per process; %.2f ms per inference)", loaded.name, loaded.version, cost)
             loaded.extras["inline_whole"] = True
         else:
+            loaded.extras["inline_whole"] = False
             log.info("model %s version %d: inference in a thread (%.1f ms per inference is "
                      "above the %.0f ms run inline)", loaded.name, loaded.version, cost,
                      INLINE_WHOLE_MAX_MS)
@@ -269,8 +274,23 @@ class PredictionService:
         with self.lease(spec) as loaded:
             sig = self._signature(loaded, spec)
             filt = self._output_filter(sig, spec, output_filter)
-            prepared = await self._prepare_inputs(loaded, sig, spec, inputs)
-            outputs = await self._run(loaded, spec.signature, prepared, filt, deadline)
+            # A request run on the event loop holds its queue slot from before its photos are
+            # decoded: its whole backlog waits in the loop's queue, not only the inference.
+            held = None
+            slots = loaded.extras.get("slots")
+            if loaded.extras.get("inline_whole") and isinstance(slots, Slots):
+                if slots.used >= slots.limit:
+                    raise ResourceExhausted(
+                        "The batch scheduling queue to which this task was submitted is full")
+                slots.used += 1
+                held = slots
+            try:
+                prepared = await self._prepare_inputs(loaded, sig, spec, inputs, deadline)
+                outputs = await self._run(loaded, spec.signature, prepared, filt, deadline,
+                                          slot_held=held is not None)
+            finally:
+                if held is not None:
+                    held.used -= 1
             return PredictResult(name=spec.name, version=loaded.version,
                                  signature_name=spec.signature, outputs=outputs,
                                  metadata=loaded.metadata)
@@ -315,7 +335,8 @@ class PredictionService:
         return tuple(output_filter)
 
     async def _prepare_inputs(self, loaded: LoadedVersion, sig: Signature, spec: ModelSpec,
-                              inputs: dict[str, np.ndarray]) -> Tensors:
+                              inputs: dict[str, np.ndarray], deadline: float | None = None
+                              ) -> Tensors:
         unknown = sorted(set(inputs) - set(sig.inputs))
         if unknown:
             raise InvalidArgument(
@@ -335,7 +356,8 @@ class PredictionService:
                     raise InvalidArgument(
                         f"input {alias!r} expects {tspec.dtype} values, got strings/bytes")
                 value = await self._decode_images(
-                    value, pre, inline=bool(loaded.extras.get("inline_whole")))
+                    value, pre, inline=bool(loaded.extras.get("inline_whole")),
+                    deadline=deadline)
             else:
                 value = _coerce(alias, value, tspec.dtype,
                                 finite=pre is not None and pre.input == alias)
@@ -352,8 +374,8 @@ class PredictionService:
             out[alias] = value
         return out
 
-    async def _decode_images(self, value: np.ndarray, pre: object, *, inline: bool = False
-                             ) -> np.ndarray:
+    async def _decode_images(self, value: np.ndarray, pre: object, *, inline: bool = False,
+                             deadline: float | None = None) -> np.ndarray:
         from corolla.model_dir import ImagePreprocessing
 
         assert isinstance(pre, ImagePreprocessing)
@@ -365,6 +387,8 @@ class PredictionService:
         limits = self.options.image_limits
 
         def one(i: int, data: object) -> np.ndarray:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("Deadline exceeded while waiting to decode the image")
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise InvalidArgument(f"image {i}: expected bytes")
             try:
@@ -373,7 +397,9 @@ class PredictionService:
                 raise type(exc)(f"image {i}: {exc.message}", exc.code) from exc
 
         def submit(i: int, data: object) -> asyncio.Future[np.ndarray]:
-            if inline:
+            # A big upload is decoded in a thread even here: the loop stays responsive.
+            if inline and (not isinstance(data, bytes | bytearray | memoryview)
+                           or len(data) <= INLINE_DECODE_MAX_BYTES):
                 return self.loop_runner.submit(one, i, data)
             return loop.run_in_executor(self._decode, one, i, data)
 
@@ -382,8 +408,9 @@ class PredictionService:
         return np.stack(await asyncio.gather(*(submit(i, d) for i, d in enumerate(flat))))
 
     async def _run(self, loaded: LoadedVersion, signature: str, inputs: Tensors,
-                   output_filter: tuple[str, ...], deadline: float) -> Tensors:
-        from corolla.errors import DeadlineExceeded
+                   output_filter: tuple[str, ...], deadline: float, *, slot_held: bool = False
+                   ) -> Tensors:
+
 
         batcher = loaded.extras.get("batcher")
         timeout = deadline - time.monotonic()
@@ -403,7 +430,7 @@ class PredictionService:
             fut = batcher.submit(inputs, deadline=deadline, signature=signature,
                                  output_filter=output_filter)
         else:
-            slots = loaded.extras.get("slots")
+            slots = None if slot_held else loaded.extras.get("slots")
             if isinstance(slots, Slots) and slots.used >= slots.limit:
                 raise ResourceExhausted(
                     "The batch scheduling queue to which this task was submitted is full")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,26 @@ def test_many_clients_with_inline_requests_get_their_own_answers(
             else:
                 r = c.post("/v1/models/colours:predict",
                            json={"instances": [{"b64": base64.b64encode(data).decode()}]})
-            status = c.get("/v1/models/colours")  # the loop keeps answering meanwhile
-            assert status.status_code == 200
         return expected, r.status_code, r.json()
 
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(call, jobs))
+    probes: list[int] = []
+    stop = threading.Event()
+
+    def probe() -> None:  # health and status keep answering while uploads are served
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            while not stop.is_set():
+                probes.append(c.get("/v2/health/ready").status_code)
+                probes.append(c.get("/v1/models/colours").status_code)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, jobs))
+    finally:
+        stop.set()
+        prober.join()
+    assert probes and set(probes) == {200}
     for expected, code, doc in results:
         if expected == "error":
             assert code == 400 and "image 0" in doc["error"], doc
