@@ -1,6 +1,6 @@
 """Run blocking jobs on the event loop itself, one per loop iteration, in arrival order.
 
-Where a process has a single core (``--rest_workers`` as many as the cores, or a one-CPU
+Where a process has a single core (the cores divided by ``--rest_workers`` is 1, or a one-CPU
 container), handing a photo's decoding and inference to worker threads buys no parallelism:
 there is no other core to run them. It only costs hand-offs, GIL switches between three threads
 and, with ONNX Runtime, a second thread pool. :class:`LoopRunner` runs those jobs on the loop
@@ -12,8 +12,9 @@ thread instead, with the queueing behaviour of a one-thread executor:
   requests cannot starve uploads;
 - **one job per loop iteration**, so between two jobs the loop polls its sockets: the rest of a
   request body that arrived in several segments is read, new requests join the queue behind the
-  ones already there, and health probes are answered. (Running every ready request's work
-  back to back instead starves large uploads: measured p99 of 600 ms against p50 of 72 ms);
+  ones already there, and health probes are answered. (An earlier version that ran every
+  ready request's work back to back starved large uploads, which arrive in several segments:
+  each segment waited for a whole round of other requests);
 - a job whose future was cancelled (the caller's deadline passed, or it went away) is skipped;
 - ``before_job`` runs before each job: the HTTP layer writes out the answers that it holds back
   for the end of the loop iteration (``corolla.http.coalesce.flush_due``), so a finished

@@ -79,7 +79,7 @@ class ClassifyResult:
 # more than the model itself (benchmarks/PROFILE.md, tiny model).
 INLINE_MAX_MS = 0.05
 INLINE_MAX_ROWS = 64
-# A process that has one core (``--rest_workers`` as many as the cores, or a one-CPU container)
+# A process that has one core (the cores divided by ``--rest_workers`` is 1, or one CPU)
 # gains nothing from decoding and inferring in threads: there is no other core for them, and
 # every hand-off costs the loop and the GIL. There an unbatched model whose inference at batch 1
 # costs at most this much runs each whole request (image decoding included) on the event loop,
@@ -279,10 +279,7 @@ class PredictionService:
             held = None
             slots = loaded.extras.get("slots")
             if loaded.extras.get("inline_whole") and isinstance(slots, Slots):
-                if slots.used >= slots.limit:
-                    raise ResourceExhausted(
-                        "The batch scheduling queue to which this task was submitted is full")
-                slots.used += 1
+                slots.acquire()
                 held = slots
             try:
                 prepared = await self._prepare_inputs(loaded, sig, spec, inputs, deadline)
@@ -290,7 +287,7 @@ class PredictionService:
                                           slot_held=held is not None)
             finally:
                 if held is not None:
-                    held.used -= 1
+                    held.release()
             return PredictResult(name=spec.name, version=loaded.version,
                                  signature_name=spec.signature, outputs=outputs,
                                  metadata=loaded.metadata)
@@ -410,8 +407,6 @@ class PredictionService:
     async def _run(self, loaded: LoadedVersion, signature: str, inputs: Tensors,
                    output_filter: tuple[str, ...], deadline: float, *, slot_held: bool = False
                    ) -> Tensors:
-
-
         batcher = loaded.extras.get("batcher")
         timeout = deadline - time.monotonic()
         if timeout <= 0:
@@ -431,9 +426,9 @@ class PredictionService:
                                  output_filter=output_filter)
         else:
             slots = None if slot_held else loaded.extras.get("slots")
-            if isinstance(slots, Slots) and slots.used >= slots.limit:
-                raise ResourceExhausted(
-                    "The batch scheduling queue to which this task was submitted is full")
+            if isinstance(slots, Slots):
+                slots.acquire()
+
             def call() -> Tensors:
                 # The timer below cancels a waiting request at its deadline, but a job can
                 # start before the loop has run the timer (the loop was busy): check here too.
@@ -442,12 +437,16 @@ class PredictionService:
                 return loaded.servable.predict(inputs, signature=signature,
                                                output_filter=output_filter)
 
-            if loaded.extras.get("inline_whole"):
-                fut = self.loop_runner.submit(call, urgent=True)
-            else:
-                fut = asyncio.get_running_loop().run_in_executor(self._infer, call)
+            try:
+                if loaded.extras.get("inline_whole"):
+                    fut = self.loop_runner.submit(call, urgent=True)
+                else:
+                    fut = asyncio.get_running_loop().run_in_executor(self._infer, call)
+            except BaseException:
+                if isinstance(slots, Slots):
+                    slots.release()  # nothing was queued (the pool is shutting down)
+                raise
             if isinstance(slots, Slots):
-                slots.used += 1
                 fut.add_done_callback(slots.release)
         # One timer per request instead of wait_for + shield (two extra futures): on expiry the
         # future is cancelled, which the batcher sees as "caller gone" and skips.
@@ -488,7 +487,14 @@ class Slots:
     def queue_depth(self) -> int:
         return self.used
 
-    def release(self, _: object) -> None:
+    def acquire(self) -> None:
+        """Take a place, or answer 429 at once when the queue is full."""
+        if self.used >= self.limit:
+            raise ResourceExhausted(
+                "The batch scheduling queue to which this task was submitted is full")
+        self.used += 1
+
+    def release(self, _: object = None) -> None:
         self.used -= 1
 
 
