@@ -176,7 +176,8 @@ async def test_lookups_and_classify(make_service: Callable[..., object]) -> None
         service.statuses("colors", 1, "stable")
     with pytest.raises(NotFound, match="Could not find any versions of model nope"):
         service.statuses("nope")
-    with pytest.raises(NotFound, match="Unrecognized servable version label: stable"):
+    # TF Serving answers an unknown label INVALID_ARGUMENT (ServerCore::GetModelVersionForLabel).
+    with pytest.raises(InvalidArgument, match="Unrecognized servable version label: stable"):
         service.statuses("colors", label="stable")
     strings = np.array([[b"a", b"b", b"c", b"d"]], dtype=object)
     with pytest.raises(InvalidArgument, match="expects float32 values, got strings"):

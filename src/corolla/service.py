@@ -247,7 +247,8 @@ class PredictionService:
         if label is not None:
             cfg = self.manager.config(name)
             if cfg is None or label not in cfg.version_labels:
-                raise NotFound(f"Unrecognized servable version label: {label}")
+                # INVALID_ARGUMENT, as TF Serving's ServerCore::GetModelVersionForLabel answers.
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = cfg.version_labels[label]
         if version is not None:
             statuses = [s for s in statuses if s.version == version]

@@ -258,7 +258,7 @@ def test_version_policies_and_labels(
     r = server.post(
         "/v1/models/pinned/labels/beta:predict", content=RED, headers={"Content-Type": "image/jpeg"}
     )
-    assert r.status_code == 404 and "beta" in r.json()["error"]
+    assert r.status_code == 400 and "beta" in r.json()["error"]
     # Moving a label in the config file takes effect without any load.
     models[2]["labels"] = {"stable": 3}
     write_config(config, models_config(*models))
@@ -277,7 +277,7 @@ def test_version_policies_and_labels(
         content=RED,
         headers={"Content-Type": "image/jpeg"},
     )
-    assert r.status_code == 404
+    assert r.status_code == 400 and "label: canary" in r.json()["error"]
 
 
 def test_missing_base_path_keeps_serving(

@@ -480,10 +480,10 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "POST",
         "/v1/models/colors/labels/stable:predict",
         {"json": {"instances": [pixels("red")]}},
-        404,
+        400,
         "label: stable",
     ),
-    ("unknown-label-status", "GET", "/v1/models/colors/labels/stable", {}, 404, "label: stable"),
+    ("unknown-label-status", "GET", "/v1/models/colors/labels/stable", {}, 400, "label: stable"),
     (
         "version-and-label",
         "POST",

@@ -68,8 +68,8 @@ async def test_predict_version_label_and_filter(served: Served) -> None:
      "Servable not found for request: Latest(nope)"),
     (lambda r: r.model_spec.version.__setattr__("value", 9), grpc.StatusCode.NOT_FOUND,
      "Specific(colours, 9)"),
-    (lambda r: r.model_spec.__setattr__("version_label", "nolabel"), grpc.StatusCode.NOT_FOUND,
-     "nolabel"),
+    (lambda r: r.model_spec.__setattr__("version_label", "nolabel"),
+     grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: nolabel"),
     (lambda r: r.inputs["images"].tensor_shape.dim[1].__setattr__("size", 32),
      grpc.StatusCode.INVALID_ARGUMENT, "tensor_content has"),
     (lambda r: r.inputs["other"].CopyFrom(r.inputs["images"]), grpc.StatusCode.INVALID_ARGUMENT,
@@ -170,6 +170,13 @@ async def test_get_model_status(served: Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.GetModelStatus(req)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # An unknown label is INVALID_ARGUMENT in TF Serving (ServerCore::GetModelVersionForLabel).
+    req.model_spec.name = "fake"
+    req.model_spec.version_label = "nolabel"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetModelStatus(req)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: nolabel" in (info.value.details() or "")
 
 
 def _reload_request(served: Served, *names: str) -> model_management_pb2.ReloadConfigRequest:

@@ -380,14 +380,14 @@ async def test_version_labels(make_manager: ManagerFactory, base: Path) -> None:
     assert m.serving_map.find("m", label="stable").version == 1
     assert m.serving_map.find("m", label="canary").version == 2
     assert m.serving_map.find("m").version == 2
-    with pytest.raises(NotFound, match="Unrecognized servable version label: beta"):
+    with pytest.raises(InvalidArgument, match="Unrecognized servable version label: beta"):
         m.serving_map.find("m", label="beta")
     with pytest.raises(InvalidArgument, match="Both version and version_label"):
         m.serving_map.find("m", version=1, label="stable")
     # Moving a label (a config reload) takes effect at once, without any load or unload.
     await m.set_configs([cfg(base, version_policy=policy, version_labels={"stable": 2})])
     assert m.serving_map.find("m", label="stable").version == 2
-    with pytest.raises(NotFound, match="label: canary"):
+    with pytest.raises(InvalidArgument, match="label: canary"):
         m.serving_map.find("m", label="canary")
 
 

@@ -88,7 +88,8 @@ class ServingMap:
                 f"Servable not found for request: {describe_request(name, version, label)}")
         if label is not None:
             if label not in entry.labels:
-                raise NotFound(f"Unrecognized servable version label: {label}")
+                # INVALID_ARGUMENT, as TF Serving's ServerCore::GetModelVersionForLabel answers.
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = entry.labels[label]
         if version is None:
             return entry.versions[max(entry.versions)]
