@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import io
 import json
 import struct
@@ -178,6 +179,36 @@ def test_predict_row_and_columnar_agree(server: Any) -> None:
     rows = ok(server.post("/v1/models/colors:predict", json={"instances": [pixels("blue")]}))
     cols = ok(server.post("/v1/models/colors:predict", json={"inputs": [pixels("blue")]}))
     assert np.allclose(rows["predictions"], cols["outputs"], atol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_predict_compressed_body(server: Any, encoding: str) -> None:
+    # TF Serving's HTTP server inflates gzip request bodies (auto_uncompress_input, on by
+    # default), so clients that compress their JSON work unchanged.
+    body = json.dumps({"instances": [pixels("red"), pixels("blue")]}).encode()
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    doc = ok(
+        server.post(
+            "/v1/models/colors:predict",
+            content=packed,
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+    )
+    assert [argmax_label(p) for p in doc["predictions"]] == ["red", "blue"]
+    doc = ok(
+        server.post(
+            "/v1/models/colors:predict",
+            content=gzip.compress(image("green")),
+            headers={"Content-Type": "image/jpeg", "Content-Encoding": "gzip"},
+        )
+    )
+    assert doc["predictions"][0]["label"] == "green"
+    r = server.post(
+        "/v1/models/colors:predict",
+        content=b"not gzip",
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 400 and "gzip" in r.json()["error"]
 
 
 def test_predict_signature_name(server: Any) -> None:

@@ -11,7 +11,6 @@ CorollaError and answered ``{"error": ...}`` by the app's one handler.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import orjson
@@ -21,29 +20,13 @@ from starlette.routing import BaseRoute, Route
 
 from corolla import frontend
 from corolla.errors import InvalidArgument
+from corolla.http.encoding import inflate
 from corolla.protocols import kserve_v2 as codec
 from corolla.service import PredictionService
-
-# Inflated request bodies larger than this are refused (a zip bomb must not exhaust memory).
-MAX_INFLATED_BYTES = 1 << 30
 
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
-
-
-def _inflate(body: bytes, encoding: str) -> bytes:
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
-    if wbits is None:
-        raise InvalidArgument(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(body, MAX_INFLATED_BYTES)
-    except zlib.error as exc:
-        raise InvalidArgument(f"cannot {encoding}-decode the request body: {exc}") from exc
-    if d.unconsumed_tail:
-        raise InvalidArgument(f"the request body inflates past {MAX_INFLATED_BYTES} bytes")
-    return out
 
 
 def _header_length(request: Request) -> int | None:
@@ -97,10 +80,7 @@ class KServeV2Rest:
         return _json(codec.model_metadata(m.name, m.versions, m.platform, m.signature))
 
     async def infer(self, request: Request) -> Response:
-        body = await request.body()
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            body = _inflate(body, encoding)
+        body = inflate(await request.body(), request.headers.get("content-encoding", ""))
         req = codec.decode_request(body, _header_length(request))
         result = await frontend.v2_infer(self.service, request.path_params["name"],
                                          request.path_params.get("version"), req)

@@ -4,7 +4,9 @@ A thin translator: parse the URL and body, call :class:`PredictionService`, enco
 Besides TF Serving's JSON, ``:predict`` takes encoded images directly: a raw body with
 ``Content-Type: image/*`` or ``multipart/form-data`` with one or more image files; those answers
 carry labels with scores (``?top_k=N``). JSON requests get labels only when they ask with
-``"top_k"``, so TF Serving clients see exactly TF Serving's response shapes.
+``"top_k"``, so TF Serving clients see exactly TF Serving's response shapes. JSON and raw image
+bodies sent with ``Content-Encoding: gzip`` (or ``deflate``) are inflated first, as TF Serving's
+HTTP server inflates gzip bodies.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
+from corolla.http.encoding import inflate
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature
@@ -82,7 +85,7 @@ class TfServingRest:
             return json_response(codec.metadata_response(spec.name, version, md))
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if verb == "predict" and ctype.startswith("image/"):
-            return await self._predict_images(request, spec, [await request.body()])
+            return await self._predict_images(request, spec, [await _body(request)])
         if verb == "predict" and ctype == "multipart/form-data":
             return await self._predict_images(request, spec, await _multipart_images(request))
         if ctype.startswith(("image/", "multipart/")):
@@ -92,7 +95,7 @@ class TfServingRest:
             raise InvalidArgument(
                 f"unsupported Content-Type {ctype!r}: send application/json, image/*, "
                 "or multipart/form-data")
-        doc = codec.loads(await request.body())
+        doc = codec.loads(await _body(request))
         sig_name = doc.get("signature_name", "")
         if not isinstance(sig_name, str):
             raise InvalidArgument("signature_name must be a string")
@@ -173,6 +176,12 @@ class TfServingRest:
         inputs, _ = codec.parse_predict({"instances": rows}, sig)
         result = await self.service.classify(spec, inputs, top_k=_top_k(request, doc))
         return json_response({"result": [[[lbl, s] for lbl, s in row] for row in result.classes]})
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, inflated when compressed: TF Serving's HTTP server gunzips bodies sent
+    with ``Content-Encoding: gzip`` (``RequestHandlerOptions::auto_uncompress_input``)."""
+    return inflate(await request.body(), request.headers.get("content-encoding", ""))
 
 
 async def _multipart_images(request: Request) -> list[bytes]:
