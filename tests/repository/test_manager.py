@@ -318,6 +318,44 @@ async def test_directory_no_runtime_recognises(make_manager: ManagerFactory, bas
     assert status.error is not None and "no runtime recognises" in status.error.message
 
 
+class SavedModelStub(FakeRuntime):
+    """Stands in for the TensorFlow runtime (which would import TensorFlow): platform "tensorflow",
+    claims directories with saved_model.pb, serves them as fake versions."""
+
+    platform = "tensorflow"
+
+    def can_load(self, path: Path) -> bool:
+        return (path / "saved_model.pb").is_file()
+
+
+async def test_model_platform_tensorflow_serves_a_converted_onnx_version(
+    runtime: RecordingRuntime, executor: ThreadPoolExecutor, base: Path
+) -> None:
+    """TF Serving configs say model_platform "tensorflow" on every model; a version that holds no
+    SavedModel (e.g. written by `corolla convert`) is served by the runtime that recognises it,
+    while SavedModel versions of the same model still go to the TensorFlow runtime."""
+    saved = write_fake_version(base, 1, offset=1.0)
+    (saved / "saved_model.pb").write_bytes(b"")
+    write_fake_version(base, 2, offset=2.0)
+    tf_stub = SavedModelStub()
+    m = Manager(runtimes=[tf_stub, runtime], executor=executor,
+                options=ManagerOptions(max_load_retries=0))
+    try:
+        # A directory nothing recognises still fails, in the configured runtime.
+        (base / "3").mkdir()
+        (base / "3" / "weights.bin").write_bytes(b"?")
+        await m.set_configs([cfg(base, platform="tensorflow",
+                                 version_policy=VersionPolicy(kind="all"))])
+        await until(m, lambda: serving(m) == {1, 2} and state(m, 3) == State.END)
+        platforms = {v: e.platform for v, e in m.serving_map.models["m"].versions.items()}
+        assert platforms == {1: "tensorflow", 2: "fake"}
+        assert [e for e in runtime.events if e[0] == "load"] == [("load", 2)]
+        errors = [s.error.message for s in m.statuses("m") if s.version == 3 and s.error]
+        assert errors, m.statuses("m")
+    finally:
+        await asyncio.wait_for(m.close(), WAIT)
+
+
 async def test_failing_prepare_hook_fails_the_load_and_closes(
     make_manager: ManagerFactory, base: Path, runtime: RecordingRuntime
 ) -> None:

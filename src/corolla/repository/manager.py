@@ -28,6 +28,7 @@ from corolla.repository.policy import POLICIES, Action, PolicyName, State, Versi
 from corolla.repository.serving_map import LoadedVersion, ModelEntry, ServingMap
 from corolla.repository.source import AspiredVersion, SourceError, poll_once
 from corolla.runtimes.base import Runtime, Servable
+from corolla.runtimes.tensorflow import is_saved_model
 
 log = logging.getLogger("corolla.manager")
 
@@ -201,6 +202,16 @@ class Manager:
             await self._unload(record, rec)
 
     def _runtime_for(self, config: ModelConfig, path: Path) -> Runtime:
+        if config.platform == "tensorflow" and not is_saved_model(path):
+            # TF Serving configs say model_platform "tensorflow" on every model. A version that
+            # `corolla convert` (or an export) turned into ONNX keeps that config: serve what the
+            # directory holds instead of failing on "could not read the SavedModel".
+            for runtime in self._runtimes.values():
+                if runtime.platform != "tensorflow" and runtime.can_load(path):
+                    log.info("model %s: %s holds no SavedModel; model_platform 'tensorflow' "
+                             "notwithstanding, it is served by the %s runtime",
+                             config.name, path, runtime.platform)
+                    return runtime
         if config.platform:
             runtime = self._runtimes.get(config.platform)
             if runtime is None:
