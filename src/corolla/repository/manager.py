@@ -206,12 +206,12 @@ class Manager:
             # TF Serving configs say model_platform "tensorflow" on every model. A version that
             # `corolla convert` (or an export) turned into ONNX keeps that config: serve what the
             # directory holds instead of failing on "could not read the SavedModel".
-            for runtime in self._runtimes.values():
-                if runtime.platform != "tensorflow" and runtime.can_load(path):
+            for other in self._runtimes.values():
+                if other.platform != "tensorflow" and other.can_load(path):
                     log.info("model %s: %s holds no SavedModel; model_platform 'tensorflow' "
                              "notwithstanding, it is served by the %s runtime",
-                             config.name, path, runtime.platform)
-                    return runtime
+                             config.name, path, other.platform)
+                    return other
         if config.platform:
             runtime = self._runtimes.get(config.platform)
             if runtime is None:
