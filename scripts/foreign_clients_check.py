@@ -534,10 +534,13 @@ def main() -> int:
         expect(md1["name"] == model, str(md1))
         return f"platform {md['platform']}, versions {md['versions']}"
 
-    @check("v2-http model config (Triton extension)", extension=True)
+    @check("v2-http model config (Triton's model configuration extension)")
     def _() -> str:
         cfg = hc.get_model_config(model)
         expect(cfg.get("name") == model, str(cfg))
+        inp = cfg["input"][0]
+        expect(inp["format"] == "FORMAT_NHWC" and inp["dims"] == [224, 224, 3]
+               and cfg["max_batch_size"] > 0, str(cfg))
         return str(cfg)[:200]
 
     def http_fp32(binary_in: bool, binary_out: bool, class_count: int = 0) -> Any:
@@ -646,11 +649,16 @@ def main() -> int:
                str(inp))
         return f"server {smd.get('name')} {smd.get('version')}, platform {md.get('platform')}"
 
-    @check("v2-grpc model config (Triton extension)", extension=True)
+    @check("v2-grpc model config (Triton's model configuration extension)")
     def _() -> str:
-        cfg = gc.get_model_config(model, as_json=True)
-        expect(cfg["config"]["name"] == model, str(cfg))
-        return str(cfg)[:200]
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        cfg = gc.get_model_config(model).config
+        expect(cfg.name == model, str(cfg))
+        expect(cfg.input[0].format == mc.ModelInput.FORMAT_NHWC
+               and list(cfg.input[0].dims) == [224, 224, 3]
+               and cfg.input[0].data_type == mc.TYPE_FP32 and cfg.max_batch_size > 0, str(cfg))
+        return f"platform {cfg.platform}, max_batch_size {cfg.max_batch_size}"
 
     @check("v2-grpc ModelStreamInfer (Triton extension)", extension=True)
     def _() -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import ModelMetadata, Signature
-from corolla.protocols.kserve_v2 import InferRequest, classification_count
+from corolla.protocols.kserve_v2 import InferRequest, classification_count, model_config
 from corolla.protocols.kserve_v2_tensors import classification
 from corolla.service import ModelSpec, PredictionService
 
@@ -93,6 +93,15 @@ def v2_model(service: PredictionService, name: str, version: str | None) -> V2Mo
     versions = available_versions(service, name) or [found]
     return V2Model(name=name, version=found, versions=versions, platform=metadata.platform,
                    signature=metadata.default_signature)
+
+
+def v2_model_config(service: PredictionService, name: str, version: str | None
+                    ) -> dict[str, Any]:
+    """Triton's model configuration extension: the version's ModelConfig as JSON."""
+    spec = v2_spec(name, version)
+    _, metadata = service.metadata(spec)
+    return model_config(name, metadata.platform, metadata.default_signature,
+                        metadata.preprocessing, service.max_batch_size(spec))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -263,6 +263,16 @@ class PredictionService:
         loaded = self.manager.serving_map.find(spec.name, spec.version, spec.label)
         return loaded.version, loaded.metadata
 
+    def max_batch_size(self, spec: ModelSpec) -> int:
+        """The batch size batching forms for this version (tuned at load, or its parameters);
+        for a version that runs requests as they come, the configured (or default) batching
+        max_batch_size. Requests may carry any number of rows either way."""
+        loaded = self.manager.serving_map.find(spec.name, spec.version, spec.label)
+        batcher = loaded.extras.get("batcher")
+        if isinstance(batcher, Batcher):
+            return batcher.options.max_batch_size
+        return (self.options.batching or BatchingOptions()).max_batch_size
+
     # ---- prediction ----------------------------------------------------------------------
 
     def deadline(self, timeout: float | None) -> float:

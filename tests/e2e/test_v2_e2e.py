@@ -82,6 +82,51 @@ def test_health_and_metadata(which: str, http: triton_http.InferenceServerClient
     assert name == "corolla"
 
 
+@pytest.mark.parametrize("which", ["http", "grpc"])
+def test_model_config_as_tritons_image_client_uses_it(
+        which: str, http: triton_http.InferenceServerClient,
+        grpc_client: triton_grpc.InferenceServerClient) -> None:
+    """Triton's model configuration extension, read through Triton's own model_config.proto (the
+    gRPC answer parses into tritonclient's classes), then used as Triton's image_client example
+    uses it: the batch dimension from max_batch_size, the layout from the input's format, the
+    pixels prepared client-side, and the label from the classification extension."""
+    mod = triton_http if which == "http" else triton_grpc
+    client = http if which == "http" else grpc_client
+    md = client.get_model_metadata("colours")
+    if which == "grpc":
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        config = client.get_model_config("colours").config
+        assert config.input[0].format == mc.ModelInput.FORMAT_NHWC
+        assert config.input[0].data_type == mc.TYPE_FP32
+        assert config.platform == "onnxruntime_onnx" and config.backend == "onnxruntime"
+        max_batch, in_name, dims = config.max_batch_size, config.input[0].name, config.input[0].dims
+        out_name, out_dims = config.output[0].name, list(config.output[0].dims)
+        shape = list(md.inputs[0].shape)
+    else:
+        config = client.get_model_config("colours")
+        assert config["input"][0]["format"] == "FORMAT_NHWC"
+        assert config["input"][0]["data_type"] == "TYPE_FP32"
+        max_batch, in_name, dims = (config["max_batch_size"], config["input"][0]["name"],
+                                    config["input"][0]["dims"])
+        out_name, out_dims = config["output"][0]["name"], config["output"][0]["dims"]
+        shape = md["inputs"][0]["shape"]
+        assert client.get_model_config("colours", "2")["name"] == "colours"
+    assert max_batch > 0 and list(dims) == [64, 64, 3] == shape[1:] and out_dims == [5]
+    assert in_name == "images" and out_name == "probabilities"
+    pixels = np.asarray(Image.open(io.BytesIO(photo())).convert("RGB").resize((64, 64)),
+                        np.float32) / 255.0
+    inp = mod.InferInput(in_name, [1, *dims], "FP32")
+    inp.set_data_from_numpy(pixels[None])
+    result = client.infer("colours", [inp],
+                          outputs=[mod.InferRequestedOutput(out_name, class_count=1)])
+    (top,) = result.as_numpy(out_name)[0]
+    assert top.decode().endswith(":1:green")
+    with pytest.raises(InferenceServerException) as info:
+        client.get_model_config("nope")
+    assert "nope" in info.value.message()
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_http_infer_fp32(http: triton_http.InferenceServerClient, binary: bool) -> None:
     x = np.zeros((2, 64, 64, 3), np.float32)

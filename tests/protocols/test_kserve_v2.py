@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from corolla.errors import InvalidArgument
-from corolla.model_dir import Signature, TensorSpec
+from corolla.model_dir import ImagePreprocessing, Signature, TensorSpec
 from corolla.protocols import kserve_v2 as v2
 from corolla.protocols import kserve_v2_grpc as v2g
 from corolla.protocols import kserve_v2_tensors as v2t
@@ -258,7 +258,35 @@ def test_metadata() -> None:
                                {"name": "anything", "datatype": "BYTES", "shape": [-1]}]}
     msg = v2g.model_metadata("flowers", [1, 2], "onnx", sig)
     assert msg.platform == "onnxruntime_onnx" and list(msg.inputs[0].shape) == [-1, 224, 224, 3]
-    assert v2.server_metadata()["extensions"] == ["binary_tensor_data", "classification"]
+    assert v2.server_metadata()["extensions"] == [
+        "binary_tensor_data", "classification", "model_configuration"]
+
+
+def test_model_config() -> None:
+    pre = ImagePreprocessing(input="image", height=224, width=224, layout="NCHW")
+    sig = Signature(inputs={"image": TensorSpec(name="input:0", dtype="float32",
+                                                shape=(-1, 3, 224, 224))},
+                    outputs={"scores": TensorSpec(name="s", dtype="float32", shape=(-1, 5)),
+                             "labels": TensorSpec(name="l", dtype="string", shape=(-1,))})
+    doc = v2.model_config("flowers", "onnx", sig, pre, 8)
+    assert doc == {"name": "flowers", "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                   "max_batch_size": 8,
+                   "input": [{"name": "image", "data_type": "TYPE_FP32",
+                              "format": "FORMAT_NCHW", "dims": [3, 224, 224]}],
+                   "output": [{"name": "scores", "data_type": "TYPE_FP32", "dims": [5]},
+                              {"name": "labels", "data_type": "TYPE_STRING", "dims": []}]}
+    msg = v2g.model_config(doc)
+    assert msg.config.max_batch_size == 8 and list(msg.config.input[0].dims) == [3, 224, 224]
+    assert msg.config.input[0].format == 2 and msg.config.output[1].data_type == 13  # Triton's
+    # A fixed first dimension (or an unknown rank) is no batch dimension: max_batch_size 0 and
+    # the full shapes; no preprocessing, no format.
+    fixed = Signature(inputs={"x": TensorSpec(name="x", dtype="int64", shape=(4, 2))},
+                      outputs={"y": TensorSpec(name="y", dtype="float64", shape=None)})
+    doc = v2.model_config("m", "tensorflow", fixed, None, 32)
+    assert doc["platform"] == "tensorflow_savedmodel" and doc["max_batch_size"] == 0
+    assert doc["input"] == [{"name": "x", "data_type": "TYPE_INT64", "format": "FORMAT_NONE",
+                             "dims": [4, 2]}]
+    assert doc["output"] == [{"name": "y", "data_type": "TYPE_FP64", "dims": [-1]}]
 
 
 def test_classification_extension() -> None:

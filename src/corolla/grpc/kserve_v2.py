@@ -47,6 +47,11 @@ class KServeV2(pb_grpc.GRPCInferenceServiceServicer):
         return kserve_v2_grpc.model_metadata(m.name, m.versions, m.platform, m.signature)
 
     @handle_errors
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return kserve_v2_grpc.model_config(
+            frontend.v2_model_config(self.service, request.name, request.version))
+
+    @handle_errors
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         req = kserve_v2_grpc.decode_request(request)
         result = await frontend.v2_infer(self.service, request.model_name, request.model_version,

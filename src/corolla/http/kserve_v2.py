@@ -1,7 +1,8 @@
 """KServe V2 / Open Inference Protocol REST API as Starlette routes.
 
 ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
-``/v2/models/{m}[/versions/{v}]`` (model metadata), ``.../ready`` and ``POST .../infer`` with JSON
+``/v2/models/{m}[/versions/{v}]`` (model metadata), ``.../ready``, ``.../config`` (Triton's model
+configuration extension) and ``POST .../infer`` with JSON
 or the binary tensor data extension (``Inference-Header-Content-Length``). Readiness answers 200
 when ready and 400 when not, as the protocol says (a 4xx means false). BYTES inputs of an image
 model's input are encoded images, decoded server-side. Request bodies may be gzip- or
@@ -55,6 +56,8 @@ class KServeV2Rest:
             Route(version, self.model_metadata, methods=["GET"]),
             Route(model + "/ready", self.model_ready, methods=["GET"]),
             Route(version + "/ready", self.model_ready, methods=["GET"]),
+            Route(model + "/config", self.model_config, methods=["GET"]),
+            Route(version + "/config", self.model_config, methods=["GET"]),
             Route(model + "/infer", self.infer, methods=["POST"]),
             Route(version + "/infer", self.infer, methods=["POST"]),
         ]
@@ -78,6 +81,10 @@ class KServeV2Rest:
         m = frontend.v2_model(self.service, request.path_params["name"],
                               request.path_params.get("version"))
         return _json(codec.model_metadata(m.name, m.versions, m.platform, m.signature))
+
+    async def model_config(self, request: Request) -> Response:
+        return _json(frontend.v2_model_config(self.service, request.path_params["name"],
+                                              request.path_params.get("version")))
 
     async def infer(self, request: Request) -> Response:
         body = inflate(await request.body(), request.headers.get("content-encoding", ""))

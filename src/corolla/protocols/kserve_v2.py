@@ -29,7 +29,7 @@ import orjson
 
 from corolla import __version__
 from corolla.errors import InvalidArgument
-from corolla.model_dir import Signature
+from corolla.model_dir import ImagePreprocessing, Signature
 from corolla.protocols.kserve_v2_tensors import (
     MAX_ELEMENTS,
     check_shape,
@@ -42,9 +42,10 @@ from corolla.protocols.kserve_v2_tensors import (
 from corolla.tensors import V2_DTYPES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ("binary_tensor_data", "classification")
-# V2's platform names for Corolla's runtimes.
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+# V2's platform names for Corolla's runtimes, and Triton's backend names (model configuration).
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel"}
+BACKENDS = {"onnx": "onnxruntime", "tensorflow": "tensorflow"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,3 +276,44 @@ def model_metadata(name: str, versions: Sequence[int], platform: str, signature:
     return {"name": name, "versions": [str(v) for v in versions],
             "platform": PLATFORMS.get(platform, platform),
             "inputs": tensors(signature.inputs), "outputs": tensors(signature.outputs)}
+
+
+def _config_type(dtype: str) -> str:
+    v2 = V2_DTYPES[dtype]
+    return "TYPE_STRING" if v2 == "BYTES" else f"TYPE_{v2}"
+
+
+def model_config(name: str, platform: str, signature: Signature,
+                 preprocessing: ImagePreprocessing | None, max_batch_size: int
+                 ) -> dict[str, Any]:
+    """Triton's model configuration extension (``GET /v2/models/{m}/config``, gRPC
+    ``ModelConfig``): ModelConfig's JSON form, with Triton's field and enum names.
+
+    When every input and output has a leading -1 dimension the model is reported as batching
+    (``max_batch_size`` > 0) and ``dims`` leave that dimension out, as Triton's config does;
+    otherwise ``max_batch_size`` is 0 and ``dims`` are the full shapes. The image input of a
+    model with preprocessing gets its layout as ``format`` (FORMAT_NHWC / FORMAT_NCHW), which
+    clients such as Triton's image_client read to lay out their pixels.
+    """
+    specs = [*signature.inputs.values(), *signature.outputs.values()]
+    batched = max_batch_size > 0 and all(t.shape and t.shape[0] == -1 for t in specs)
+
+    def dims(shape: tuple[int, ...] | None) -> list[int]:
+        if shape is None:
+            return [-1]
+        return list(shape[1:] if batched else shape)
+
+    inputs = []
+    for alias, t in signature.inputs.items():
+        entry: dict[str, Any] = {"name": alias, "data_type": _config_type(t.dtype),
+                                 "format": "FORMAT_NONE", "dims": dims(t.shape)}
+        if (preprocessing is not None and preprocessing.input in (alias, t.name)
+                and len(entry["dims"]) == 3):
+            entry["format"] = f"FORMAT_{preprocessing.layout}"
+        inputs.append(entry)
+    outputs = [{"name": alias, "data_type": _config_type(t.dtype), "dims": dims(t.shape)}
+               for alias, t in signature.outputs.items()]
+    return {"name": name, "platform": PLATFORMS.get(platform, platform),
+            "backend": BACKENDS.get(platform, platform),
+            "max_batch_size": max_batch_size if batched else 0,
+            "input": inputs, "output": outputs}

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
 
 from corolla.errors import InvalidArgument
 from corolla.model_dir import Signature
@@ -173,4 +174,11 @@ def model_metadata(name: str, versions: Sequence[int], platform: str, signature:
         for alias, t in specs.items():
             target.add(name=alias, datatype=V2_DTYPES[t.dtype],
                        shape=[-1] if t.shape is None else list(t.shape))
+    return resp
+
+
+def model_config(config: Mapping[str, Any]) -> Any:
+    """A ModelConfigResponse from :func:`corolla.protocols.kserve_v2.model_config`'s JSON."""
+    resp = pb.ModelConfigResponse()
+    json_format.ParseDict(config, resp.config)
     return resp
