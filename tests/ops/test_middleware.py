@@ -4,6 +4,8 @@ auth 401/403, body size 413, concurrency 429, health and metrics endpoints, drai
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,23 @@ async def test_body_limit_413_by_content_length_and_by_chunks(make: Make) -> Non
     )
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
     assert (await c.post("/v1/models/m:predict", json=predict_body())).status_code == 200
+
+
+async def test_body_limit_413_applies_to_the_inflated_body(make: Make) -> None:
+    # A gzip bomb: a few KiB on the wire that inflate to far more than the body limit must be
+    # refused at the limit (413), not inflated up to a fixed 1 GiB cap per request.
+    _, c = await make(http_limits=HttpLimits(max_body_bytes=100_000))
+    bomb = gzip.compress(b" " * 5_000_000)
+    assert len(bomb) < 100_000
+    for path in ("/v1/models/m:predict", "/v2/models/m/infer"):
+        r = await c.post(path, content=bomb, headers={"content-type": "application/json",
+                                                      "content-encoding": "gzip"})
+        assert r.status_code == 413, (path, r.text)
+        assert "exceeds the limit" in r.json()["error"] or "past the limit" in r.json()["error"]
+    small = gzip.compress(json.dumps(predict_body()).encode())
+    r = await c.post("/v1/models/m:predict", content=small,
+                     headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 200, r.text
 
 
 async def test_concurrency_limit_429(make: Make) -> None:

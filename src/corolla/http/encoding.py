@@ -2,18 +2,41 @@
 
 TF Serving's HTTP server inflates gzip request bodies before its handlers see them
 (``RequestHandlerOptions::auto_uncompress_input``, on by default), and tritonclient compresses
-KServe V2 bodies with gzip or deflate when asked to. Inflated bodies are capped, so that a small
-zip bomb cannot exhaust memory. Pure functions.
+KServe V2 bodies with gzip or deflate when asked to. Inflated bodies are capped at the server's
+request body limit (``--max_request_body_bytes``, which :class:`LimitsMiddleware` puts in the
+ASGI scope as ``corolla.max_body``), so that a 1 MiB zip bomb cannot make the server hold a
+GiB per request: past it, the request is answered 413 as an uncompressed body that large is.
+Pure functions.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
-from corolla.errors import InvalidArgument
+from corolla.errors import Code, CorollaError, InvalidArgument
 
-# Inflated request bodies larger than this are refused (a zip bomb must not exhaust memory).
+# Inflated request bodies larger than this are refused when the server sets no body limit
+# (``--max_request_body_bytes=0``): a zip bomb must not exhaust memory.
 MAX_INFLATED_BYTES = 1 << 30
+
+
+class BodyTooLarge(CorollaError):
+    """The request body inflates past the limit: HTTP 413, as for a body sent that large."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+    @property
+    def http_status(self) -> int:
+        return 413
+
+
+def body_limit(scope: Mapping[str, Any]) -> int:
+    """The inflated-size limit for a request: the server's body limit, else the fixed cap."""
+    limit = scope.get("corolla.max_body")
+    return limit if isinstance(limit, int) and limit > 0 else MAX_INFLATED_BYTES
+
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -32,5 +55,5 @@ def inflate(body: bytes, encoding: str, *, limit: int = MAX_INFLATED_BYTES) -> b
     except zlib.error as exc:
         raise InvalidArgument(f"cannot {encoding}-decode the request body: {exc}") from exc
     if d.unconsumed_tail:
-        raise InvalidArgument(f"the request body inflates past {limit} bytes")
+        raise BodyTooLarge(f"Request body inflates past the limit of {limit} bytes")
     return out

@@ -91,6 +91,7 @@ class LimitsMiddleware:
             return
         max_body = self.max_body
         if max_body:
+            scope["corolla.max_body"] = max_body  # also caps inflated bodies (http/encoding.py)
             length = None
             for name, value in scope["headers"]:
                 if name == b"content-length":

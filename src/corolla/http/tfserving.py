@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
-from corolla.http.encoding import inflate
+from corolla.http.encoding import body_limit, inflate
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature
@@ -181,7 +181,8 @@ class TfServingRest:
 async def _body(request: Request) -> bytes:
     """The request body, inflated when compressed: TF Serving's HTTP server gunzips bodies sent
     with ``Content-Encoding: gzip`` (``RequestHandlerOptions::auto_uncompress_input``)."""
-    return inflate(await request.body(), request.headers.get("content-encoding", ""))
+    return inflate(await request.body(), request.headers.get("content-encoding", ""),
+                   limit=body_limit(request.scope))
 
 
 async def _multipart_images(request: Request) -> list[bytes]:
