@@ -45,7 +45,7 @@ async def make_service(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     pools: list[ThreadPoolExecutor] = []
     managers: list[Manager] = []
 
-    async def make(batching: BatchingOptions | None) -> PredictionService:
+    async def make(batching: BatchingOptions | None, **options: object) -> PredictionService:
         from corolla.config import ModelConfig
 
         load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
@@ -54,7 +54,7 @@ async def make_service(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
         managers.append(manager)
         service = PredictionService(
             manager,
-            options=ServiceOptions(batching=batching),
+            options=ServiceOptions(batching=batching, **options),  # type: ignore[arg-type]
             decode_executor=decode,
             infer_executor=infer,
         )
@@ -421,3 +421,51 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
             await asyncio.wait_for(m.close(), 10)
         for p in pools:
             p.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.parametrize("batching", [BatchingOptions(max_batch_size=4), None])
+async def test_big_requests_run_in_chunks_of_the_batch_size(
+    make_service: Callable[..., object], batching: BatchingOptions | None
+) -> None:
+    """A model's working memory grows with the rows of a run: a request with more rows than
+    the batch size (batching's max_batch_size; 32 with batching off) runs as several runs of at
+    most that many rows, one after another, and answers as if run whole."""
+    service: PredictionService = await make_service(batching)  # type: ignore[misc]
+    loaded = service.manager.serving_map.find("fake")
+    servable = loaded.servable.inner if hasattr(loaded.servable, "inner") else loaded.servable
+    assert isinstance(servable, FakeServable)
+    limit = 4 if batching is not None else 32
+    rows = 2 * limit + 3
+    x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+    servable.batch_sizes.clear()
+    out = await service.predict(ModelSpec(name="fake"), {"x": x})
+    assert np.array_equal(out.outputs["outputs"], x * 2)
+    assert servable.batch_sizes == [limit, limit, 3]
+
+
+async def test_too_many_images_are_refused_before_any_is_decoded(
+    make_service: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few hundred bytes of JPEG decode to a whole model input (here 16x16x3 float32 = 3072
+    bytes): the number of images a request may carry is bounded by the decoded size, and a
+    request over it is refused before decoding."""
+    import corolla.service as service_module
+
+    service: PredictionService = await make_service(  # type: ignore[misc]
+        None, max_decoded_image_bytes=5 * 16 * 16 * 3 * 4)
+    decoded: list[int] = []
+    original = service_module.preprocess_image
+
+    def counting(*args: object, **kw: object) -> np.ndarray:
+        decoded.append(1)
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "preprocess_image", counting)
+    spec = ModelSpec(name="colors")
+    red = jpeg((250, 0, 0))
+    out = await service.predict_images(spec, [red] * 5)
+    assert out.outputs["probabilities"].shape[0] == 5 and len(decoded) == 5
+    decoded.clear()
+    with pytest.raises(InvalidArgument, match="at most 5 per request"):
+        await service.predict_images(spec, [red] * 6)
+    assert decoded == []
