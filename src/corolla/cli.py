@@ -141,6 +141,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="close connections whose request headers take longer (slowloris)")
     o.add_argument("--http_body_timeout_seconds", type=float, default=120.0,
                    help="close connections whose request body takes longer to arrive")
+    o.add_argument("--http_max_header_bytes", type=int, default=64 * 1024,
+                   help="larger REST request headers (request line included) are refused "
+                        "with 431 and the connection closed (0: no limit)")
     o.add_argument("--api_keys_file", default=None,
                    help="API keys, one per line, optionally followed by the models they may "
                         "call; re-read when it changes")
@@ -285,7 +288,8 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         "http_limits": HttpLimits(max_body_bytes=args.max_request_body_bytes,
                                   max_concurrent_requests=args.max_concurrent_requests,
                                   header_timeout=args.http_header_timeout_seconds,
-                                  body_timeout=args.http_body_timeout_seconds),
+                                  body_timeout=args.http_body_timeout_seconds,
+                                  max_header_bytes=args.http_max_header_bytes),
         "auth_keys_file": args.api_keys_file,
         "auth_keys": env_keys,
         "auth_open_health": "health" in open_endpoints,

@@ -261,7 +261,8 @@ class CorollaServer:
             self.rest_app(), lifespan="off", access_log=False, log_config=None,
             timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
             timeout_keep_alive=75, loop="none", server_header=False,
-            http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+            http=guarded_protocol(limits.header_timeout, limits.body_timeout,
+                                  limits.max_header_bytes),
             ssl_context_factory=tls_factory)
         self._uvicorn = _Uvicorn(config)
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),

@@ -235,3 +235,30 @@ def test_pipelined_requests_are_answered_whole_and_in_order(server: Server) -> N
         assert len(rest) == length, part
     assert b'"predictions"' in parts[0] and parts[1].endswith(b'{"live": true}')
     assert b'"predictions"' in parts[2]
+
+
+def test_oversized_headers_get_431_and_the_connection_closes(server: Server) -> None:
+    """httptools buffers a header until it ends, so an unbounded one could make the server hold
+    gigabytes: past the header limit (64 KiB by default) the answer is 431 with a JSON body and
+    the connection closes, even when the headers arrive in many small reads."""
+    with contextlib.closing(_raw(server)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(40):
+                s.sendall(b"a" * 4096)
+            s.sendall(b"\r\n\r\n")
+        answer = _read_all(s)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"error": "Request headers exceed the limit of 65536 bytes"' in answer
+    # Headers under the limit, and a body well over it, are fine.
+    with server.client() as c:
+        r = c.get("/healthz", headers={"x-big": "a" * 30_000})
+        assert r.status_code == 200
+
+
+def test_unparseable_requests_get_a_json_400(server: Server) -> None:
+    with contextlib.closing(_raw(server)) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        answer = _read_all(s)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.endswith(b'{"error": "Invalid HTTP request received."}')
