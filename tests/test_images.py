@@ -273,11 +273,32 @@ def test_bad_images_are_invalid_argument(
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:
-    data = encode(solid((1, 2, 3), size=(200, 100)), "JPEG")
+    data = encode(solid((1, 2, 3), size=(200, 100)), "PNG")
     limits = ImageLimits(max_pixels=19_999)
     with pytest.raises(InvalidArgument, match="200x100 = 20000 pixels, over the limit of 19999"):
         decode(data, SPEC, limits=limits)
     decode(data, SPEC, limits=ImageLimits(max_pixels=20_000))
+
+
+def test_jpegs_decoded_with_dct_scaling_may_have_twice_the_pixels() -> None:
+    """An 8000x6000 JPEG (a 48-megapixel phone photo) is over the default 40 M pixel limit but
+    decodes at an eighth of its size: RGB and grayscale JPEGs taken by the fast path (with a
+    spec) may have twice the limit; other formats, CMYK JPEGs and reference decodes may not."""
+    limits = ImageLimits(max_pixels=10_000)
+    photo = solid((200, 30, 40), size=(150, 100))  # 15,000 pixels
+    for mode in ("RGB", "L"):
+        assert decode(encode(photo.convert(mode), "JPEG"), SPEC, limits=limits).size
+    refused = [
+        (encode(photo, "PNG"), {}),
+        (encode(photo.convert("CMYK"), "JPEG"), {}),
+        (encode(photo, "JPEG"), {"reference": True}),
+        (encode(solid((1, 2, 3), size=(201, 100)), "JPEG"), {}),  # 20,100 > twice the limit
+    ]
+    for data, kw in refused:
+        with pytest.raises(InvalidArgument, match="over the limit of"):
+            decode(data, SPEC, limits=limits, **kw)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="over the limit of 10000"):
+        decode(encode(photo, "JPEG"), None, limits=limits)
 
 
 def test_real_bomb_png_is_refused_quickly() -> None:
@@ -507,3 +528,10 @@ def test_normalize_lookup_is_bit_identical_to_the_arithmetic(kwargs: dict[str, o
     view = buf[1]
     assert normalize(px[1], spec, out=view) is view
     assert np.array_equal(buf[1], want[1]) and (buf[0] == -7).all()
+
+
+def test_unidentifiable_image_message_names_the_format_not_an_object() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        decode(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    assert "not a valid JPEG file" in info.value.message
+    assert "BytesIO" not in info.value.message

@@ -24,6 +24,12 @@ from corolla.errors import InvalidArgument
 from corolla.model_dir import ImagePreprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# A JPEG that decode's fast path takes (RGB or grayscale, with a spec) is decoded with DCT
+# scaling, at an eighth of its width and height for a photo much larger than the model input:
+# a baseline 8000x6000 JPEG (a 48-megapixel phone photo) peaks at about 54 MB, a progressive one
+# (whose coefficients libjpeg holds at full size) at about 180 MB, where a 48-megapixel PNG
+# takes 430 MB. Such JPEGs may have this many times the pixel limit.
+FAST_JPEG_PIXEL_FACTOR = 2
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -64,10 +70,11 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+def _open(data: bytes, limits: ImageLimits, *, fast_jpeg: bool = False) -> Image.Image:
     if not data:
         raise InvalidArgument("image is empty (0 bytes)")
-    if sniff_format(data) is None:
+    fmt = sniff_format(data)
+    if fmt is None:
         raise InvalidArgument(
             "bytes are not an image Corolla can decode (JPEG, PNG, WebP, GIF, BMP, TIFF)")
     try:
@@ -75,14 +82,20 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     except Image.DecompressionBombError as exc:  # Pillow's own guard (2x its pixel limit)
         raise InvalidArgument(
             f"image is over the limit of {limits.max_pixels} pixels ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object's address
+        raise InvalidArgument(
+            f"cannot decode image: the bytes start like {fmt} but are not a valid {fmt} "
+            "file") from exc
+    except (OSError, ValueError) as exc:
         raise InvalidArgument(f"cannot decode image: {exc}") from exc
     w, h = im.size
     if w <= 0 or h <= 0:
         raise InvalidArgument("image has no pixels")
-    if w * h > limits.max_pixels:
-        raise InvalidArgument(
-            f"image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    limit = limits.max_pixels
+    if fast_jpeg and im.format == "JPEG" and im.mode in ("RGB", "L"):
+        limit *= FAST_JPEG_PIXEL_FACTOR
+    if w * h > limit:
+        raise InvalidArgument(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit}")
     return im
 
 
@@ -149,7 +162,7 @@ def decode(
     ``spec`` needs). Raises InvalidArgument for anything that is not a whole, decodable image.
     """
     limits = limits or ImageLimits()
-    im = _open(data, limits)
+    im = _open(data, limits, fast_jpeg=spec is not None and not reference)
     if im.format == "JPEG" and spec is not None and not reference:
         fast = _decode_jpeg_fast(data, im, spec)
         if fast is not None:
