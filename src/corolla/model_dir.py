@@ -52,6 +52,11 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...] | None  # None: unknown rank
 
+    @property
+    def batched(self) -> bool:
+        """Whether the first dimension is a variable batch dimension (rows are independent)."""
+        return self.shape is not None and len(self.shape) > 0 and self.shape[0] == -1
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype,
                 "shape": None if self.shape is None else list(self.shape)}  # fmt: skip

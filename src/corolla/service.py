@@ -561,7 +561,7 @@ def _splittable(sig: Signature, inputs: Tensors, output_filter: tuple[str, ...])
     """Whether a request may run as several runs along its first dimension."""
     outputs = [sig.outputs[k] for k in output_filter] if output_filter else sig.outputs.values()
     specs = [*(sig.inputs[k] for k in inputs if k in sig.inputs), *outputs]
-    return all(t.shape is not None and len(t.shape) > 0 and t.shape[0] == -1 for t in specs)
+    return all(t.batched for t in specs)
 
 
 def _rows(inputs: Tensors) -> int:

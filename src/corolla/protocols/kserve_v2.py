@@ -296,7 +296,7 @@ def model_config(name: str, platform: str, signature: Signature,
     clients such as Triton's image_client read to lay out their pixels.
     """
     specs = [*signature.inputs.values(), *signature.outputs.values()]
-    batched = max_batch_size > 0 and all(t.shape and t.shape[0] == -1 for t in specs)
+    batched = max_batch_size > 0 and all(t.batched for t in specs)
 
     def dims(shape: tuple[int, ...] | None) -> list[int]:
         if shape is None:

@@ -202,25 +202,25 @@ class Manager:
             await self._unload(record, rec)
 
     def _runtime_for(self, config: ModelConfig, path: Path) -> Runtime:
-        if config.platform == "tensorflow" and not is_saved_model(path):
+        platform = config.platform
+        if platform == "tensorflow" and not is_saved_model(path):
             # TF Serving configs say model_platform "tensorflow" on every model. A version that
-            # `corolla convert` (or an export) turned into ONNX keeps that config: serve what the
-            # directory holds instead of failing on "could not read the SavedModel".
-            for other in self._runtimes.values():
-                if other.platform != "tensorflow" and other.can_load(path):
-                    log.info("model %s: %s holds no SavedModel; model_platform 'tensorflow' "
-                             "notwithstanding, it is served by the %s runtime",
-                             config.name, path, other.platform)
-                    return other
-        if config.platform:
-            runtime = self._runtimes.get(config.platform)
+            # `corolla convert` (or an export) turned into ONNX keeps that config: it is served
+            # by the runtime that recognises it, as an unnamed platform would be.
+            platform = ""
+        if platform:
+            runtime = self._runtimes.get(platform)
             if runtime is None:
                 raise FailedPrecondition(
-                    f"model_platform {config.platform!r} is not available in this server "
+                    f"model_platform {platform!r} is not available in this server "
                     f"(installed: {sorted(self._runtimes)})")
             return runtime
         for runtime in self._runtimes.values():
             if runtime.can_load(path):
+                if config.platform:
+                    log.info("model %s: %s holds no SavedModel; model_platform %r "
+                             "notwithstanding, it is served by the %s runtime",
+                             config.name, path, config.platform, runtime.platform)
                 return runtime
         raise FailedPrecondition(
             f"no runtime recognises {path}: expected model.onnx (+ corolla.json) "
