@@ -5,9 +5,11 @@
         --variant "inline=--rest_workers=2"
 
 Each variant is a set of extra ``corolla serve`` flags (on top of the harness's own: the model,
-ports, batching on); ``--pin CPUS`` starts the servers under ``taskset -c CPUS`` (a one-core
-process on this machine stands for a one-CPU container). Rounds alternate the variants so a
-drift of the machine hits them alike: compare the means and the CPU per request, not one point.
+ports, batching on), or ``@floor`` and benchmarks/floor_server.py's flags to run that
+bare-minimum server instead (``--variant 'floor=@floor --procs 2'``); ``--pin CPUS`` starts
+the servers under ``taskset -c CPUS`` (a one-core process on this machine stands for a
+one-CPU container). Rounds alternate the variants so a drift of the machine hits them alike:
+compare the means and the CPU per request, not one point.
 Raw JPEG uploads (or ``--format b64``) from ../shared/datasets/flower_photos, wrk at one
 concurrency. Writes benchmarks/results/<date>-<name>.{md,json}.
 """
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.bench import corolla_code, machine_info
     from harness.loadgen import ensure_wrk, measure
     from harness.models import build_models
+    from harness.procs import Server
     from harness.servers import build
     from harness.workload import FORMATS, pick_photos, write_bodies
 
@@ -90,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, flags in variants:
             srv, port, _ = build("corolla", model=args.model, info=models[args.model],
                                  batching=True, work=work)
-            srv.argv += flags
+            if flags[:1] == ["@floor"]:  # benchmarks/floor_server.py instead of Corolla
+                srv = Server("floor", [sys.executable, str(HERE / "floor_server.py"),
+                                       "--model-dir", str(models[args.model]["version_dir"]),
+                                       "--port", str(port), *flags[1:]],
+                             log_path=work / "logs" / f"floor-{args.model}.log")
+            else:
+                srv.argv += flags
             if args.pin:
                 srv.argv = ["taskset", "-c", args.pin, *srv.argv]
             url = f"http://127.0.0.1:{port}" + fmt.path.format(model=args.model)

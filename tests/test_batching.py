@@ -19,6 +19,7 @@ from corolla.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from corolla.looprunner import LoopRunner
 from corolla.model_dir import ModelMetadata, Signature, TensorSpec
 from corolla.tensors import Tensors
 
@@ -375,6 +376,78 @@ async def test_outputs_without_the_batch_dimension_are_internal(
     futs = [b.submit(rows(1), deadline=far()), b.submit(rows(2), deadline=far())]
     results = await asyncio.gather(*futs, return_exceptions=True)
     assert all(isinstance(r, Internal) and "batch size 2" in r.message for r in results)
+
+
+# ---- batches on the event loop (a process with one core) --------------------------------------
+
+
+async def _decoded_then_batched(runner: LoopRunner, batcher: Batcher, value: float,
+                                decode_seconds: float = 0.0) -> Tensors:
+    """A request as the service runs it inline: its photo decoded by a (normal) runner job,
+    then submitted to the batcher."""
+
+    def decode() -> Tensors:
+        time.sleep(decode_seconds)  # a photo's decoding holds the loop
+        return rows(value)
+
+    inputs = await runner.submit(decode)
+    return await batcher.submit(inputs, deadline=far())
+
+
+async def test_on_the_loop_a_batch_waits_for_the_photos_still_decoding(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Eager batching on the loop closes a batch once every queued photo has joined it (or it
+    is full), not after the first: the batch is whatever arrived while the last one ran."""
+    servable = Recorder()
+    threads: list[int] = []
+    original = servable.predict
+
+    def recording(inputs: Tensors, **kw: object) -> Tensors:
+        threads.append(threading.get_ident())
+        return original(inputs, **kw)  # type: ignore[arg-type]
+
+    servable.predict = recording  # type: ignore[method-assign]
+    runner = LoopRunner()
+    batcher = Batcher(servable, BatchingOptions(max_batch_size=4, batch_timeout_micros=LONG),
+                      executor, runner=runner)
+    outs = await asyncio.gather(*(_decoded_then_batched(runner, batcher, v)
+                                  for v in range(10)))
+    assert servable.sizes == [4, 4, 2]
+    assert set(threads) == {threading.get_ident()}  # every batch ran on the loop thread
+    for v, out in enumerate(outs):
+        assert out["y"].tolist() == [[v * 10.0] * 2]
+    # Then a lone request runs at once, alone.
+    out = await _decoded_then_batched(runner, batcher, 7)
+    assert servable.sizes[-1] == 1 and out["y"].tolist() == [[70.0, 70.0]]
+
+
+async def test_on_the_loop_the_timeout_does_not_cut_a_batch_while_photos_decode(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Decoding 6 photos takes 60 ms, far past a 1 ms batch timeout: they still run as one
+    batch. A request whose photo fails to decode never joins, and does not strand the batch
+    that waited for it (the timeout closes it once nothing is left to decode)."""
+    servable = Recorder()
+    runner = LoopRunner()
+    batcher = Batcher(servable, BatchingOptions(max_batch_size=32, batch_timeout_micros=1000),
+                      executor, runner=runner)
+    outs = await asyncio.gather(*(_decoded_then_batched(runner, batcher, v, 0.01)
+                                  for v in range(6)))
+    assert servable.sizes == [6]
+    assert [o["y"][0, 0] for o in outs] == [v * 10.0 for v in range(6)]
+
+    def broken() -> Tensors:
+        time.sleep(0.01)
+        raise InvalidArgument("image 0: cannot identify image file")
+
+    good = asyncio.ensure_future(_decoded_then_batched(runner, batcher, 1))
+    await asyncio.sleep(0)
+    bad = runner.submit(broken)  # queued behind the good photo's decode
+    with pytest.raises(InvalidArgument):
+        await asyncio.wait_for(bad, 5)
+    out = await asyncio.wait_for(good, 5)
+    assert out["y"].tolist() == [[10.0, 10.0]] and servable.sizes[-1] == 1
 
 
 async def test_closed_batcher_refuses(executor: ThreadPoolExecutor) -> None:

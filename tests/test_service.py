@@ -279,7 +279,7 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
 ) -> None:
     """inline_requests (a process with one core): a cheap unbatched model's decoding and
     inference run on the loop thread, with the same answers, deadlines and queue bound as in
-    threads; a model above INLINE_WHOLE_MAX_MS, or one that batching helps, stays in threads."""
+    threads; a model above INLINE_WHOLE_MAX_MS stays in threads."""
     import threading
 
     from corolla.config import ModelConfig
@@ -312,13 +312,8 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
         for batching in (None, BatchingOptions(autotune=True)):
             service = await make(batching, True)
             find = service.manager.serving_map.find
-            for name in ("colors", "flat"):
-                extras = find(name).extras
-                if batching is None:
-                    assert extras.get("inline_whole") is True
-                else:  # inline unless the tuning chose a batcher (not a cheap-inline model)
-                    inline = "batcher" not in extras or "inline_rows" in extras
-                    assert extras.get("inline_whole", False) is inline, extras
+            for name in ("colors", "flat"):  # batched or not, on the loop
+                assert find(name).extras.get("inline_whole") is True
             assert not find("heavy").extras.get("inline_whole")
             assert not find("slow").extras.get("inline_whole")  # it waits 0.3 s a call
 
@@ -416,6 +411,89 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
         finally:
             service_module.preprocess_image = original_pre  # type: ignore[assignment]
         assert decoders[0] != loop_thread and decoders[1] == loop_thread
+    finally:
+        for m in managers:
+            await asyncio.wait_for(m.close(), 10)
+        for p in pools:
+            p.shutdown(wait=False, cancel_futures=True)
+
+
+async def test_one_core_processes_run_batches_on_the_event_loop(tmp_path: Path) -> None:
+    """inline_requests with a model that batching makes cheaper (a fixed cost per call): its
+    batches run on the loop thread, bounded to what holds the loop at most
+    INLINE_WHOLE_MAX_MS, and concurrent requests share them; without inline_requests the same
+    model runs its batches in threads."""
+    import threading
+
+    from corolla.config import ModelConfig
+    from corolla.service import INLINE_WHOLE_MAX_MS
+
+    # A fixed cost per call: batching saves CPU. "cheap": 32 rows hold the loop ~6 ms; "dear":
+    # 32 rows ~36 ms of CPU, above the bound, so its batches on the loop are smaller.
+    write_fake_version(tmp_path / "cheap", 1, cpu_ms_per_call=2.0, cpu_ms_per_row=0.1)
+    write_fake_version(tmp_path / "dear", 1, cpu_ms_per_call=4.0, cpu_ms_per_row=1.0)
+    pools: list[ThreadPoolExecutor] = []
+    managers: list[Manager] = []
+
+    async def make(inline: bool) -> PredictionService:
+        load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
+        pools.extend([load, decode, infer])
+        manager = Manager(runtimes=[FakeRuntime()], executor=load)
+        managers.append(manager)
+        service = PredictionService(
+            manager, options=ServiceOptions(batching=BatchingOptions(autotune=True),
+                                            inline_requests=inline),
+            decode_executor=decode, infer_executor=infer)
+        await manager.set_configs(
+            [ModelConfig(name=n, base_path=str(tmp_path / n)) for n in ("cheap", "dear")])
+        await manager.wait_until(manager.all_ready, timeout=30)
+        return service
+
+    try:
+        threaded, inline = await make(False), await make(True)
+        for service, on_loop in ((threaded, False), (inline, True)):
+            extras = service.manager.serving_map.find("cheap").extras
+            assert extras.get("inline_whole", False) is on_loop
+            assert (extras["batcher"]._runner is not None) is on_loop
+        dear = inline.manager.serving_map.find("dear").extras
+        tuned = dear["autotune"]
+        size = max(s for s in tuned.cost_per_row_ms if tuned.blocking_ms(s) <= INLINE_WHOLE_MAX_MS)
+        assert 2 <= size < 32 and dear["inline_whole"] is True
+        assert dear["run_rows"] == dear["batcher"].options.max_batch_size == size
+
+        loaded = inline.manager.serving_map.find("cheap")
+        inner = getattr(loaded.servable, "inner", loaded.servable)
+        assert isinstance(inner, FakeServable)
+        threads: list[int] = []
+        original = inner.predict
+
+        def recording(*a: object, **kw: object) -> object:
+            threads.append(threading.get_ident())
+            return original(*a, **kw)  # type: ignore[arg-type]
+
+        inner.predict = recording  # type: ignore[method-assign]
+        calls = len(inner.batch_sizes)
+        xs = [np.full((1, 4), i, np.float32) for i in range(12)]
+        outs = await asyncio.gather(*(inline.predict(ModelSpec(name="cheap"), {"x": x})
+                                      for x in xs))
+        for x, out in zip(xs, outs, strict=True):
+            assert np.array_equal(out.outputs["outputs"], x * 2)
+        assert set(threads) == {threading.get_ident()}
+        assert len(inner.batch_sizes) - calls < 12  # requests shared batches
+
+        # The queue bound is taken before a request's photos wait to be decoded on the loop.
+        from corolla.errors import ResourceExhausted
+        from corolla.service import Slots
+
+        slots = loaded.extras["slots"]
+        batcher = loaded.extras["batcher"]
+        assert slots.limit == batcher.options.max_enqueued_batches * batcher.options.max_batch_size
+        loaded.extras["slots"] = Slots(2)
+        results = await asyncio.gather(
+            *(inline.predict(ModelSpec(name="cheap"), {"x": x}) for x in xs[:6]),
+            return_exceptions=True)
+        assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
+        assert loaded.extras["slots"].used == 0
     finally:
         for m in managers:
             await asyncio.wait_for(m.close(), 10)

@@ -124,10 +124,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "when the server's own work, not inference, fills a core: cheap models "
                         "at high request rates. Each process loads every model")
     c.add_argument("--inline_requests", default="auto", choices=["auto", "true", "false"],
-                   help="run an unbatched model's whole request (decode and inference) on the "
-                        "event loop instead of in threads; auto: where a process has one core "
-                        "(the cores divided by --rest_workers, rounded down, is 1, or a one-CPU "
-                        "container); applies to models whose inference takes at most 25 ms")
+                   help="run whole requests (decode and inference, in batches where batching "
+                        "saves CPU) on the event loop instead of in threads; auto: where a "
+                        "process has one core (the cores divided by --rest_workers, rounded "
+                        "down, is 1, or a one-CPU container); applies to models whose inference "
+                        "(of a whole batch) takes at most 25 ms")
     o = p.add_argument_group("Corolla operations and security flags (docs/operations.md)")
     o.add_argument("--log_format", default="text", choices=["text", "json"])
     o.add_argument("--enable_metrics", default=True, **b,

@@ -48,6 +48,12 @@ class LoopRunner:
     def __len__(self) -> int:
         return len(self._urgent) + len(self._normal)
 
+    @property
+    def normal_pending(self) -> bool:
+        """Whether a (not urgent) job still waits: a photo to decode, whose request will join
+        a batch once it has run."""
+        return any(not job[2].done() for job in self._normal)
+
     def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False
                ) -> asyncio.Future[Any]:
         """Queue ``fn(*args)`` (from the loop thread); its result or exception comes back in

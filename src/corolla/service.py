@@ -84,12 +84,14 @@ INLINE_MAX_ROWS = 64
 # gains nothing from decoding and inferring in threads: there is no other core for them, and
 # every hand-off costs the loop and the GIL. There an unbatched model whose inference at batch 1
 # costs at most this much runs each whole request (image decoding included) on the event loop,
-# one request after another (corolla.looprunner). Measured with two processes on 2 cores, raw
-# uploads at concurrency 32, against the same processes with threads: +0.3% photos/s on the
-# tutorial CNN and +1.7% on the flowers model (three alternating rounds each,
-# benchmarks/results/2026-11-27-inline-{cnn,flowers}.md): within the noise, with fewer threads
-# and p99 no worse. The bound keeps the loop's pauses short: a request (or a
-# health probe) waits behind at most the requests already in the process, each this long.
+# one request after another (corolla.looprunner), and a batched model whose batch costs at most
+# this much decodes its photos there and runs its batches there (the batch size lowered to fit;
+# Batcher's ``runner``). Measured with two processes on 2 cores, raw uploads at concurrency 32,
+# against the same processes with threads: flowers (unbatched) +1.7%, within the noise
+# (benchmarks/results/2026-11-27-inline-flowers.md); the tutorial CNN in batches on the loop
+# +26% photos/s, 2.55 instead of 3.17 CPU ms per photo (2026-11-27-cnn-loop-batches.md). The
+# bound keeps the loop's pauses short: a request (or a health probe) waits behind at most the
+# requests already in the process.
 INLINE_WHOLE_MAX_MS = 25.0
 # Uploads bigger than this are decoded in a thread even then: a 12-megapixel JPEG takes tens of
 # milliseconds to decode, which the loop should not spend away from its sockets.
@@ -182,8 +184,35 @@ class PredictionService:
                     loaded.extras["slots"] = Slots(options.max_enqueued_batches)
                     self._inline_whole(loaded, tuned)
                     return
+                inline = self._inline_batch_size(tuned, size)
+                if inline and "inline_rows" not in loaded.extras:
+                    log.info("model %s version %d: whole requests run on the event loop, "
+                             "photos decoded one by one and run in batches of up to %d (one "
+                             "core per process; %.1f ms per batch)", loaded.name,
+                             loaded.version, inline, tuned.blocking_ms(inline) or 0.0)
+                    options = replace(options, max_batch_size=inline, max_enqueued_batches=max(
+                        options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // inline)))
+                    loaded.extras["inline_whole"] = True
+                    loaded.extras["run_rows"] = inline
+                    loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer,
+                                                       runner=self.loop_runner)
+                    # Photos wait to be decoded on the loop before their request reaches the
+                    # batcher's queue bound: requests take a place before that (predict), as
+                    # many as the batcher's queue holds, so overload answers 429 at once.
+                    loaded.extras["slots"] = Slots(options.max_enqueued_batches * inline)
+                    return
         loaded.extras["run_rows"] = options.max_batch_size
         loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
+
+    def _inline_batch_size(self, tuned: TuneResult, size: int) -> int:
+        """Where a process has one core: the largest measured batch size up to ``size`` whose
+        run holds the loop at most INLINE_WHOLE_MAX_MS, or 0 to run batches in threads."""
+        if not self.options.inline_requests:
+            return 0
+        fits = [s for s in tuned.cost_per_row_ms if s <= size
+                and (tuned.blocking_ms(s) or float("inf")) <= INLINE_WHOLE_MAX_MS]
+        best = max(fits, default=0)
+        return best if best >= 2 else 0
 
     def _inline_whole(self, loaded: LoadedVersion, tuned: TuneResult | None) -> None:
         """Mark a version (unbatched, or cheap enough to infer inline) to decode and infer on

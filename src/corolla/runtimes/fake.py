@@ -3,13 +3,14 @@
 A version directory for it holds ``fake.json``::
 
     {"load_seconds": 0.0, "fail": null, "predict_seconds": 0.0, "offset": 0.0,
-     "input_shape": [-1, 4], "labels": [], "cpu_ms_per_row": 0.0}
+     "input_shape": [-1, 4], "labels": [], "cpu_ms_per_row": 0.0, "cpu_ms_per_call": 0.0}
 
 ``predict`` returns ``outputs = inputs["x"] * 2 + offset`` (so tests can tell versions apart by
 their offset) and, with labels, ``scores`` = a softmax over the first len(labels) columns.
 ``fail`` makes ``load`` raise with that message. Sleeps model slow loads and slow inference in
 worker threads; they never run on the event loop. ``cpu_ms_per_row`` spends that much of the
-calling thread's CPU per input row (a model that batching does not make cheaper).
+calling thread's CPU per input row (a model that batching does not make cheaper);
+``cpu_ms_per_call`` that much per call whatever its rows (one that batching does).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class FakeServable:
         self.offset = float(spec.get("offset", 0.0))
         self.predict_seconds = float(spec.get("predict_seconds", 0.0))
         self.cpu_ms_per_row = float(spec.get("cpu_ms_per_row", 0.0))
+        self.cpu_ms_per_call = float(spec.get("cpu_ms_per_call", 0.0))
         shape = tuple(int(d) for d in spec.get("input_shape", [-1, 4]))
         labels = tuple(str(x) for x in spec.get("labels", ()))
         outputs = {"outputs": TensorSpec(name="outputs", dtype="float32", shape=shape)}
@@ -64,8 +66,9 @@ class FakeServable:
             self.batch_sizes.append(int(x.shape[0]) if x.ndim else 1)
         if self.predict_seconds:
             time.sleep(self.predict_seconds)
-        if self.cpu_ms_per_row:
-            end = time.thread_time() + self.cpu_ms_per_row * (x.shape[0] if x.ndim else 1) / 1e3
+        if self.cpu_ms_per_row or self.cpu_ms_per_call:
+            rows = x.shape[0] if x.ndim else 1
+            end = time.thread_time() + (self.cpu_ms_per_call + self.cpu_ms_per_row * rows) / 1e3
             while time.thread_time() < end:
                 pass
         out: Tensors = {"outputs": x * 2 + self.offset}
