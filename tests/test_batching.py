@@ -390,7 +390,7 @@ async def _decoded_then_batched(runner: LoopRunner, batcher: Batcher, value: flo
         time.sleep(decode_seconds)  # a photo's decoding holds the loop
         return rows(value)
 
-    inputs = await runner.submit(decode)
+    inputs = await runner.submit(decode, tag=batcher)
     return await batcher.submit(inputs, deadline=far())
 
 
@@ -443,11 +443,31 @@ async def test_on_the_loop_the_timeout_does_not_cut_a_batch_while_photos_decode(
 
     good = asyncio.ensure_future(_decoded_then_batched(runner, batcher, 1))
     await asyncio.sleep(0)
-    bad = runner.submit(broken)  # queued behind the good photo's decode
+    bad = runner.submit(broken, tag=batcher)  # queued behind the good photo's decode
     with pytest.raises(InvalidArgument):
         await asyncio.wait_for(bad, 5)
     out = await asyncio.wait_for(good, 5)
     assert out["y"].tolist() == [[10.0, 10.0]] and servable.sizes[-1] == 1
+
+
+async def test_on_the_loop_a_batch_does_not_wait_for_other_models_photos(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Only the photos of this batcher's requests hold its batch open: a backlog of another
+    model's photos (untagged jobs here) does not delay it."""
+    servable = Recorder()
+    runner = LoopRunner()
+    batcher = Batcher(servable, BatchingOptions(max_batch_size=32, batch_timeout_micros=LONG),
+                      executor, runner=runner)
+    mine = asyncio.ensure_future(_decoded_then_batched(runner, batcher, 3))
+    await asyncio.sleep(0)
+    others = [runner.submit(time.sleep, 0.02) for _ in range(20)]  # 0.4 s of other work
+    out = await asyncio.wait_for(mine, 5)
+    assert out["y"].tolist() == [[30.0, 30.0]] and servable.sizes == [1]
+    # It did not wait for the backlog: only the jobs that the loop ran between the hops of its
+    # own request (one job per loop iteration) went first.
+    assert sum(f.done() for f in others) <= 6
+    await asyncio.gather(*others)
 
 
 async def test_closed_batcher_refuses(executor: ThreadPoolExecutor) -> None:

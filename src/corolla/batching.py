@@ -161,18 +161,28 @@ class Batcher:
             self._close(batch)
         return fut
 
+    @property
+    def _max_running(self) -> int:
+        """Batches that run at once: one on the loop, else one per batch thread."""
+        return 1 if self._runner is not None else self.options.num_batch_threads
+
+    def _decoding(self) -> bool:
+        """On the loop: whether photos of requests for this batcher still wait to be decoded
+        (the service submits their decode jobs tagged with the batcher)."""
+        return self._runner is not None and self._runner.pending(self)
+
     def _idle(self) -> bool:
         """Eager dispatch: whether a batch closed now would start at once, and nothing that
         could still join it is on its way."""
-        if self._ready or self._running >= (1 if self._runner else self.options.num_batch_threads):
+        if self._ready or self._running >= self._max_running:
             return False
-        # On the event loop, photos queued for decoding belong to requests that join the
-        # batch one loop iteration after their decode: wait for them (they are bounded by the
-        # connections' requests), then run one batch for all.
-        return self._runner is None or not self._runner.normal_pending
+        # On the event loop, a request whose photo is queued for decoding joins the batch one
+        # loop iteration after its decode: wait for those (bounded by the model's queue), then
+        # run one batch for all.
+        return not self._decoding()
 
     def _timeout(self, batch: _Batch) -> None:
-        if self._runner is not None and self.options.eager and self._runner.normal_pending:
+        if self.options.eager and self._decoding():
             # Eager batching on the loop closes a batch once the photos queued for decoding
             # have joined it (_idle); the timeout only guards against a stall.
             batch.timer = asyncio.get_running_loop().call_later(
@@ -190,8 +200,7 @@ class Batcher:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while self._ready and self._running < (1 if self._runner
-                                               else self.options.num_batch_threads):
+        while self._ready and self._running < self._max_running:
             batch = self._ready.popleft()
             self._running += 1
             asyncio.get_running_loop().create_task(self._run(batch))

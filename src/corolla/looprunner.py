@@ -29,7 +29,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+# (function, arguments, future, tag)
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", object]
 
 log = logging.getLogger("corolla.looprunner")
 
@@ -48,14 +49,13 @@ class LoopRunner:
     def __len__(self) -> int:
         return len(self._urgent) + len(self._normal)
 
-    @property
-    def normal_pending(self) -> bool:
-        """Whether a (not urgent) job still waits: a photo to decode, whose request will join
-        a batch once it has run."""
-        return any(not job[2].done() for job in self._normal)
+    def pending(self, tag: object) -> bool:
+        """Whether a (not urgent) job submitted with ``tag`` still waits to run: a photo to
+        decode whose request will then join that tag's batch."""
+        return any(job[3] is tag and not job[2].done() for job in self._normal)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False
-               ) -> asyncio.Future[Any]:
+    def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False,
+               tag: object = None) -> asyncio.Future[Any]:
         """Queue ``fn(*args)`` (from the loop thread); its result or exception comes back in
         the returned future."""
         loop = asyncio.get_running_loop()
@@ -67,7 +67,7 @@ class LoopRunner:
             self._normal.clear()
             self._scheduled = False
         fut: asyncio.Future[Any] = loop.create_future()
-        (self._urgent if urgent else self._normal).append((fn, args, fut))
+        (self._urgent if urgent else self._normal).append((fn, args, fut, tag))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._step)
@@ -89,7 +89,7 @@ class LoopRunner:
             job = self._next()
             if job is None:
                 return
-            fn, args, fut = job
+            fn, args, fut, _ = job
             if self.before_job is not None:
                 try:
                     self.before_job()

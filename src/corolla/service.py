@@ -404,7 +404,7 @@ class PredictionService:
                         f"input {alias!r} expects {tspec.dtype} values, got strings/bytes")
                 value = await self._decode_images(
                     value, pre, inline=bool(loaded.extras.get("inline_whole")),
-                    deadline=deadline)
+                    deadline=deadline, tag=loaded.extras.get("batcher"))
             else:
                 value = _coerce(alias, value, tspec.dtype,
                                 finite=pre is not None and pre.input == alias)
@@ -422,7 +422,7 @@ class PredictionService:
         return out
 
     async def _decode_images(self, value: np.ndarray, pre: object, *, inline: bool = False,
-                             deadline: float | None = None) -> np.ndarray:
+                             deadline: float | None = None, tag: object = None) -> np.ndarray:
         from corolla.model_dir import ImagePreprocessing
 
         assert isinstance(pre, ImagePreprocessing)
@@ -458,7 +458,8 @@ class PredictionService:
             # A big upload is decoded in a thread even here: the loop stays responsive.
             if inline and (not isinstance(data, bytes | bytearray | memoryview)
                            or len(data) <= INLINE_DECODE_MAX_BYTES):
-                return self.loop_runner.submit(one, i, data)
+                # The tag (the version's batcher) lets a batch wait for these photos.
+                return self.loop_runner.submit(one, i, data, tag=tag)
             return loop.run_in_executor(self._decode, one, i, data)
 
         if len(flat) == 1:  # the common case: no gather, and a view instead of a copy
