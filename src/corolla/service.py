@@ -154,6 +154,7 @@ class PredictionService:
             self._inline_whole(loaded, None)
             return
         options = self.options.batching
+        runner: LoopRunner | None = None  # batches run in threads unless set below
         per_model = loaded.path / PER_MODEL_BATCHING_FILE
         if per_model.is_file():
             options = parse_batching_parameters(per_model.read_text(encoding="utf-8"))
@@ -165,8 +166,7 @@ class PredictionService:
                          "size: %s)", loaded.name, loaded.version, tuned.max_batch_size,
                          {k: round(v, 3) for k, v in tuned.cost_per_row_ms.items()})
                 size = tuned.max_batch_size
-                options = replace(options, max_batch_size=size, max_enqueued_batches=max(
-                    options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // size)))
+                options = _with_batch_size(options, size)
                 loaded.extras["autotune"] = tuned
                 call_ms = tuned.blocking_ms(1)
                 if call_ms is not None and call_ms <= INLINE_MAX_MS:
@@ -174,8 +174,8 @@ class PredictionService:
                              "call)", loaded.name, loaded.version, call_ms)
                     loaded.extras["inline_rows"] = INLINE_MAX_ROWS
                     self._inline_whole(loaded, tuned)  # its photos are decoded inline too
-                loaded.extras["run_rows"] = size
                 if size == 1:
+                    loaded.extras["run_rows"] = 1
                     # Batches of one would only add the batcher's hand-offs (measured: 5-10%
                     # fewer photos/s). Requests run as they come, in the inference threads, with
                     # the same bounded queue (429 when full) and deadlines.
@@ -190,27 +190,24 @@ class PredictionService:
                              "photos decoded one by one and run in batches of up to %d (one "
                              "core per process; %.1f ms per batch)", loaded.name,
                              loaded.version, inline, tuned.blocking_ms(inline) or 0.0)
-                    options = replace(options, max_batch_size=inline, max_enqueued_batches=max(
-                        options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // inline)))
+                    options = _with_batch_size(options, inline)
+                    runner = self.loop_runner
                     loaded.extras["inline_whole"] = True
-                    loaded.extras["run_rows"] = inline
-                    loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer,
-                                                       runner=self.loop_runner)
                     # Photos wait to be decoded on the loop before their request reaches the
                     # batcher's queue bound: requests take a place before that (predict), as
                     # many as the batcher's queue holds, so overload answers 429 at once.
                     loaded.extras["slots"] = Slots(options.max_enqueued_batches * inline)
-                    return
         loaded.extras["run_rows"] = options.max_batch_size
-        loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer)
+        loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer, runner=runner)
 
     def _inline_batch_size(self, tuned: TuneResult, size: int) -> int:
         """Where a process has one core: the largest measured batch size up to ``size`` whose
         run holds the loop at most INLINE_WHOLE_MAX_MS, or 0 to run batches in threads."""
         if not self.options.inline_requests:
             return 0
-        fits = [s for s in tuned.cost_per_row_ms if s <= size
-                and (tuned.blocking_ms(s) or float("inf")) <= INLINE_WHOLE_MAX_MS]
+        fits = [s for s in tuned.cost_per_row_ms
+                if s <= size and (ms := tuned.blocking_ms(s)) is not None
+                and ms <= INLINE_WHOLE_MAX_MS]
         best = max(fits, default=0)
         return best if best >= 2 else 0
 
@@ -585,6 +582,12 @@ class Slots:
 
     def release(self, _: object = None) -> None:
         self.used -= 1
+
+
+def _with_batch_size(options: BatchingOptions, size: int) -> BatchingOptions:
+    """``options`` with batches of ``size`` rows and a queue of at least QUEUE_MIN_ROWS rows."""
+    return replace(options, max_batch_size=size, max_enqueued_batches=max(
+        options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // size)))
 
 
 def _splittable(sig: Signature, inputs: Tensors, output_filter: tuple[str, ...]) -> bool:

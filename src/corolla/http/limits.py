@@ -145,18 +145,16 @@ def _counting_receive(receive: Any, limit: int, scope: dict[str, Any]) -> Any:
     return counted
 
 
-_408 = json.dumps({"error": "Request timeout: the client sent the request too slowly"}).encode()
-_408_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: " + str(len(_408)).encode() + b"\r\n\r\n" + _408
-)
-
-
 def _error_response(status: bytes, message: str) -> bytes:
+    """A whole HTTP/1.1 error response that closes the connection, with a JSON error body."""
     body = json.dumps({"error": message}).encode()
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
             b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
             + body)
+
+
+_408_RESPONSE = _error_response(b"408 Request Timeout",
+                                "Request timeout: the client sent the request too slowly")
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
