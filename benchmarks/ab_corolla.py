@@ -6,7 +6,10 @@
 
 Each variant is a set of extra ``corolla serve`` flags (on top of the harness's own: the model,
 ports, batching on), or ``@floor`` and benchmarks/floor_server.py's flags to run that
-bare-minimum server instead (``--variant 'floor=@floor --procs 2'``); ``--pin CPUS`` starts
+bare-minimum server instead (``--variant 'floor=@floor --procs 2'``), or ``@limit B`` for the
+in-process limit at batch size B (harness/limit.py: one process per core decoding and running
+batches of B photos, no server; ``--variant 'limit=@limit 32'``), so that a server's ratio to
+the limit is measured in the same alternating rounds; ``--pin CPUS`` starts
 the servers under ``taskset -c CPUS`` (a one-core process on this machine stands for a
 one-CPU container). Rounds alternate the variants so a drift of the machine hits them alike:
 compare the means and the CPU per request, not one point.
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         py = envs.ensure("corolla")  # the harness's environment (as benchmarks/run.py)
         os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
     from harness.bench import corolla_code, machine_info
+    from harness.limit import throughput
     from harness.loadgen import ensure_wrk, measure
     from harness.models import build_models
     from harness.procs import Server
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         fmt = FORMATS["corolla"]["b64"]  # the tiny model's JSON rows
         bodies = [fmt.tiny(r) for r in feature_rows(256)] if fmt.tiny else []
     else:
-        photos = [p.read_bytes() for p in pick_photos(args.photos, 256)]
+        photos: list[bytes] = [p.read_bytes() for p in pick_photos(args.photos, 256)]
         bodies = [fmt.image(p) for p in photos] if fmt.image else []
     if not bodies:
         raise SystemExit(f"format {args.format} does not apply to model {args.model}")
@@ -89,8 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         "pin": args.pin, "variants": {n: f for n, f in variants}, "points": [],
     }
     points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
+    raw_file = write_bodies(work / "photos-raw.bin", photos) if args.model != "tiny" else None
     for r in range(args.rounds):
         for name, flags in variants:
+            if flags[:1] == ["@limit"]:  # the in-process limit: photos/s, no server
+                if raw_file is None:
+                    raise SystemExit("@limit needs an image model")
+                batch = int(flags[1]) if len(flags) > 1 else 32
+                procs = os.cpu_count() or 1
+                rps = throughput(Path(str(models[args.model]["version_dir"])), raw_file, batch,
+                                 args.seconds, procs)
+                points.append({"round": r, "variant": name, "rps": rps, "limit": True,
+                               "server_cpu_ms_per_req": 1000 * procs / rps, "p50_ms": 0.0,
+                               "p99_ms": 0.0, "errors": {}})
+                print(f"round {r} {name}: {rps:.1f} photos/s in process (batch {batch}, "
+                      f"{procs} processes)", flush=True)
+                continue
             srv, port, _ = build("corolla", model=args.model, info=models[args.model],
                                  batching=True, work=work)
             if flags[:1] == ["@floor"]:  # benchmarks/floor_server.py instead of Corolla
@@ -137,11 +155,13 @@ def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str
         f"{doc['seconds']} s a point after a warm-up, rounds alternating the variants"
         + (f"; servers pinned with `taskset -c {doc['pin']}`" if doc["pin"] else "") + ".",
         "Command: `python3 benchmarks/ab_corolla.py " + shlex.join(sys.argv[1:]) + "`", "",
-        "| variant | extra flags | req/s by round | mean req/s | vs first | CPU ms/req (mean) "
-        "| p50 ms (mean) | p99 ms (mean) | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | extra flags | req/s by round | mean req/s | vs first | vs limit "
+        "| CPU ms/req (mean) | p50 ms (mean) | p99 ms (mean) | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = None
+    limits = [float(p["rps"]) for p in points if p.get("limit")]  # type: ignore[arg-type]
+    limit = statistics.fmean(limits) if limits else None
     for name, flags in variants:
         ps = [p for p in points if p["variant"] == name]
         rps = [float(p["rps"]) for p in ps]  # type: ignore[arg-type]
@@ -151,9 +171,14 @@ def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str
         lines.append(
             f"| {name} | `{' '.join(flags)}` | {', '.join(f'{x:.0f}' for x in rps)} "
             f"| {mean:.1f} | {mean / base:.3f} "
+            f"| {f'{mean / limit:.3f}' if limit else '–'} "
             f"| {statistics.fmean(float(p['server_cpu_ms_per_req']) for p in ps):.2f} "  # type: ignore[arg-type]
             f"| {statistics.fmean(float(p['p50_ms']) for p in ps):.1f} "  # type: ignore[arg-type]
             f"| {statistics.fmean(float(p['p99_ms']) for p in ps):.1f} | {errors} |")
+    if limit:
+        lines += ["", "A limit row is the in-process limit (photos/s, no server) measured in the "
+                  "same rounds; its CPU ms/photo assumes every core busy (cores × 1000 / "
+                  "photos/s), and it has no latency."]
     return "\n".join(lines) + "\n"
 
 
