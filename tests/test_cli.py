@@ -133,23 +133,26 @@ def test_serve_error_exits_2_with_message(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize(
-    ("machine", "cpus", "argv", "inline", "intra"),
+    ("machine", "cpus", "argv", "inline", "intra", "solo"),
     [
-        (2, 2, [], False, 1),  # the default: one process, two inference threads
-        (2, 2, ["--rest_workers=2"], True, 1),  # one core per process
-        (64, 1, [], True, 1),  # a one-CPU container on a big node
-        (64, 1, ["--inline_requests=false"], False, 1),
-        (2, 2, ["--inline_requests=true"], True, 1),
-        (4, 4, ["--enable_batching=false", "--rest_workers=4"], True, 1),
-        (1, 1, [], True, 0),  # the whole machine is one core: ONNX Runtime's own default
+        (2, 2, [], False, 1, 2),  # the default: one process, two inference threads
+        (2, 2, ["--onnx_solo_threads=1"], False, 1, 1),
+        (2, 2, ["--rest_workers=2"], True, 1, 1),  # one core per process
+        (64, 1, [], True, 1, 1),  # a one-CPU container on a big node
+        (64, 1, ["--inline_requests=false"], False, 1, 1),
+        (2, 2, ["--inline_requests=true"], True, 1, 2),
+        (4, 4, ["--enable_batching=false", "--rest_workers=4"], True, 1, 1),
+        (8, 8, ["--rest_workers=2"], False, 1, 4),
+        (1, 1, [], True, 0, 1),  # the whole machine is one core: ONNX Runtime's own default
     ],
 )
 def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
     monkeypatch: pytest.MonkeyPatch, machine: int, cpus: int, argv: list[str], inline: bool,
-    intra: int,
+    intra: int, solo: int,
 ) -> None:
     """--inline_requests=auto turns on where a process has one core; ONNX Runtime's thread
-    count is then explicit, since its own default counts the node's cores, not the quota."""
+    count is then explicit, since its own default counts the node's cores, not the quota.
+    A request alone in a process with more cores runs on all of them (the solo session)."""
     import corolla.cli
 
     monkeypatch.setattr(corolla.cli, "available_cpus", lambda: cpus)
@@ -157,3 +160,4 @@ def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
     opts = options(argv)
     assert opts.inline_requests is inline
     assert opts.onnx.intra_op_threads == intra
+    assert opts.onnx.solo_threads == solo

@@ -108,6 +108,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--max_image_pixels", type=int, default=40_000_000)
     c.add_argument("--onnx_intra_op_threads", type=int, default=0,
                    help="ONNX Runtime threads per inference (0: chosen for this machine)")
+    c.add_argument("--onnx_solo_threads", type=int, default=0,
+                   help="ONNX Runtime threads for a request the process serves alone, in a "
+                        "second session per version (0: the process's cores when inferences "
+                        "run on one thread each; 1: no second session)")
     c.add_argument("--batch_dispatch", default="eager", choices=["eager", "timeout"],
                    help="eager: an idle batch thread takes the open batch at once; "
                         "timeout: TF Serving's wait for a full batch or the timeout")
@@ -210,6 +214,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         else:
             batching = BatchingOptions(num_batch_threads=per_process,
                                        eager=args.batch_dispatch == "eager", autotune=True)
+    intra = args.onnx_intra_op_threads or _default_intra(batching, per_process)
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
     return ServerOptions(
@@ -220,8 +225,9 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         cors_allowed_origins=origins, batching=batching,
-        onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads
-                         or _default_intra(batching, per_process)),
+        onnx=OnnxOptions(intra_op_threads=intra,
+                         solo_threads=args.onnx_solo_threads
+                         or (per_process if intra == 1 else 1)),
         tensorflow=TensorflowOptions(
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,

@@ -40,7 +40,7 @@ from corolla.images import ImageLimits
 from corolla.logging_setup import ModelEvents
 from corolla.metrics import Metrics
 from corolla.repository.manager import Manager, ManagerOptions
-from corolla.runtimes.base import Runtime
+from corolla.runtimes.base import Activity, Runtime
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
 from corolla.runtimes.tensorflow import TensorflowOptions, TensorflowRuntime
 from corolla.service import PredictionService, ServiceOptions
@@ -103,8 +103,8 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _runtimes(options: ServerOptions) -> list[Runtime]:
-    runtimes: list[Runtime] = [OnnxRuntime(options.onnx)]
+def _runtimes(options: ServerOptions, activity: Activity) -> list[Runtime]:
+    runtimes: list[Runtime] = [OnnxRuntime(options.onnx, activity)]
     # Imports TensorFlow only when it loads a SavedModel version.
     runtimes.append(TensorflowRuntime(options.tensorflow))
     if options.enable_fake_runtime:
@@ -131,14 +131,16 @@ class CorollaServer:
         n_infer = options.batching.num_batch_threads if options.batching else cores
         self.infer_pool = ThreadPoolExecutor(n_infer, thread_name_prefix="infer")
         self.load_pool = ThreadPoolExecutor(2, thread_name_prefix="load")
-        self.manager = Manager(runtimes=_runtimes(options), executor=self.load_pool,
+        activity = Activity()  # requests in flight: the runtimes' solo sessions read it
+        self.manager = Manager(runtimes=_runtimes(options, activity), executor=self.load_pool,
                                options=options.manager)
         self.service = PredictionService(
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
                                    default_timeout=options.rest_api_timeout_in_ms / 1000,
                                    inline_requests=options.inline_requests),
-            decode_executor=self.decode_pool, infer_executor=self.infer_pool)
+            decode_executor=self.decode_pool, infer_executor=self.infer_pool,
+            activity=activity)
         # Answers held for the end of a loop iteration leave before a job holds the loop.
         self.service.loop_runner.before_job = flush_due
         self.metrics = Metrics()
@@ -154,7 +156,8 @@ class CorollaServer:
         events = ModelEvents()
         self.manager.on_load.append(events.on_load)
         self.manager.on_unload.append(events.on_unload)
-        self.manager.prepare.append(warmup_hook(options.warmup, self.metrics))
+        self.manager.prepare.append(
+            self.service.in_background(warmup_hook(options.warmup, self.metrics)))
         self.keys: KeyStore | None = None
         if options.auth_keys_file or options.auth_keys:
             self.keys = KeyStore(path=options.auth_keys_file, static=options.auth_keys)

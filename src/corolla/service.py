@@ -36,6 +36,7 @@ from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import Manager, VersionStatus
 from corolla.repository.policy import State
 from corolla.repository.serving_map import LoadedVersion
+from corolla.runtimes.base import Activity
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
 
 log = logging.getLogger("corolla.service")
@@ -117,9 +118,13 @@ class ServiceOptions:
 
 class PredictionService:
     def __init__(self, manager: Manager, *, options: ServiceOptions,
-                 decode_executor: ThreadPoolExecutor, infer_executor: ThreadPoolExecutor) -> None:
+                 decode_executor: ThreadPoolExecutor, infer_executor: ThreadPoolExecutor,
+                 activity: Activity | None = None) -> None:
         self.manager = manager
         self.options = options
+        # Requests in flight and load-time measurements, shared with the runtimes: a request
+        # served alone may run on more threads (runtimes/onnx.py, solo session).
+        self.activity = activity or Activity()
         self._decode = decode_executor
         self._infer = infer_executor
         # Set by the server when it starts shutting down: readiness turns false at once.
@@ -129,7 +134,18 @@ class PredictionService:
         # Other processes serving the same models (REST workers): ReloadConfig reaches them too.
         self.reload_listeners: list[
             Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]] = []
-        manager.prepare.append(self._attach_batcher)
+        manager.prepare.append(self.in_background(self._attach_batcher))
+
+    def in_background(self, hook: Callable[[LoadedVersion], None]
+                      ) -> Callable[[LoadedVersion], None]:
+        """A load-time hook (tuning, warmup) whose model runs time one thread, as traffic
+        does: no solo session while it runs."""
+
+        def run(loaded: LoadedVersion) -> None:
+            with self.activity.background():
+                hook(loaded)
+
+        return run
 
     def ready(self) -> bool:
         """Server readiness: not draining and every configured model has a version AVAILABLE."""
@@ -318,6 +334,14 @@ class PredictionService:
                       output_filter: Sequence[str] = (), deadline: float | None = None
                       ) -> PredictResult:
         deadline = deadline if deadline is not None else self.deadline(None)
+        self.activity.requests += 1
+        try:
+            return await self._predict(spec, inputs, output_filter, deadline)
+        finally:
+            self.activity.requests -= 1
+
+    async def _predict(self, spec: ModelSpec, inputs: dict[str, np.ndarray],
+                       output_filter: Sequence[str], deadline: float) -> PredictResult:
         with self.lease(spec) as loaded:
             sig = self._signature(loaded, spec)
             filt = self._output_filter(sig, spec, output_filter)

@@ -8,6 +8,9 @@ once, after every in-flight request on the servable has finished.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -34,3 +37,35 @@ class Runtime(Protocol):
         ...
 
     def load(self, path: Path) -> Servable: ...
+
+
+class Activity:
+    """What this process is doing now, for a runtime that can run a request faster on more
+    threads when nothing else needs the cores (runtimes/onnx.py's solo session).
+
+    ``requests``: requests the prediction service is serving, changed on the event loop thread
+    only. ``background()``: a load-time measurement or warmup in progress (loader threads);
+    their timings must not see the extra threads. Worker threads read both without a lock: a
+    stale answer costs one run some speed, never its result.
+    """
+
+    __slots__ = ("_background", "_lock", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._background = 0
+        self._lock = threading.Lock()
+
+    def alone(self) -> bool:
+        """Exactly one request in flight and nothing in the background."""
+        return self.requests == 1 and self._background == 0
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        with self._lock:
+            self._background += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._background -= 1

@@ -4,6 +4,15 @@ A version directory holds ``model.onnx`` and, normally, ``corolla.json``. A bare
 without metadata is served too: its signature is read from the graph (no labels, no image
 preprocessing). ``InferenceSession.run`` releases the GIL and is safe to call from several
 threads at once.
+
+Solo session. A server runs one inference per core side by side, each on one ONNX Runtime
+thread: two threads per run would put two on every core, spinning against each other. A lone
+request then uses one core and leaves the others idle. With ``solo_threads`` > 1 a version also
+gets a second session with that many intra-op threads, used for a run while the process serves
+that one request and nothing else (:class:`corolla.runtimes.base.Activity`). Measured on this
+2-core machine (benchmarks/results/2026-11-27-solo.md): the flowers model's inference p50 6.7 ms on
+one thread, 4.2 ms on two; the CNN's 1.07 and 0.56 ms. It costs a second copy of the weights and
+of the run's working memory.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from corolla.model_dir import (
     TensorSpec,
     read_metadata,
 )
+from corolla.runtimes.base import Activity
 from corolla.tensors import ONNX_DTYPES, Tensors
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,8 @@ class OnnxOptions:
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     inter_op_threads: int = 1
     graph_optimization: str = "all"  # all | extended | basic | disabled
+    # Intra-op threads of the solo session (module docstring); 0 or 1: no solo session.
+    solo_threads: int = 0
 
 
 def _spec_from_node(node: Any) -> TensorSpec:
@@ -51,8 +63,34 @@ def signature_from_session(session: Any) -> Signature:
     )
 
 
+def _session(graph: Path, options: OnnxOptions, intra_op_threads: int, *,
+             stop_spinning: bool = False) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    if stop_spinning:
+        # The pool's threads spin between the operators of a run (fast hand-offs) but stop
+        # when the run ends, instead of spinning on while the next request's decode and HTTP
+        # need the core (measured: p50 4.3 ms against 7.3 ms with spinning left on).
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[options.graph_optimization]
+    try:
+        return ort.InferenceSession(str(graph), sess_options=so,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise FailedPrecondition(f"could not load ONNX graph {graph}: {exc}") from exc
+
+
 class OnnxServable:
-    def __init__(self, path: Path, options: OnnxOptions) -> None:
+    def __init__(self, path: Path, options: OnnxOptions, activity: Activity | None = None
+                 ) -> None:
         import onnxruntime as ort
 
         if hasattr(ort, "disable_telemetry_events"):
@@ -60,20 +98,14 @@ class OnnxServable:
         has_metadata = (path / METADATA_FILE).exists()
         metadata = read_metadata(path) if has_metadata else None
         graph = path / (metadata.graph if metadata else ONNX_FILE)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = options.inter_op_threads
-        so.graph_optimization_level = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[options.graph_optimization]
-        try:
-            self._session = ort.InferenceSession(
-                str(graph), sess_options=so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise FailedPrecondition(f"could not load ONNX graph {graph}: {exc}") from exc
+        self._session = _session(graph, options, options.intra_op_threads)
+        # A solo session only where runs are narrower than it (0 threads: already every core).
+        self._solo: Any = None
+        self._activity = activity
+        if (activity is not None and options.solo_threads > 1
+                and 0 < options.intra_op_threads < options.solo_threads):
+            self._solo = _session(graph, options, options.solo_threads,
+                                  stop_spinning=True)
         graph_sig = signature_from_session(self._session)
         if metadata is None:
             metadata = ModelMetadata(signatures={"serving_default": graph_sig})
@@ -109,8 +141,11 @@ class OnnxServable:
         in_names, out_names = self._inputs[signature], self._outputs[signature]
         aliases = list(output_filter) if output_filter else list(out_names)
         feed = {in_names[a]: v for a, v in inputs.items()}
+        solo, activity = self._solo, self._activity
+        session = solo if solo is not None and activity is not None and activity.alone() \
+            else self._session
         try:
-            results = self._session.run([out_names[a] for a in aliases], feed)
+            results = session.run([out_names[a] for a in aliases], feed)
         except Exception as exc:
             msg = str(exc)
             if "INVALID_ARGUMENT" in msg or "Invalid" in msg:
@@ -119,15 +154,24 @@ class OnnxServable:
         return {a: np.asarray(r) for a, r in zip(aliases, results, strict=True)}
 
     def close(self) -> None:
-        # Dropping the session frees its memory; ONNX Runtime has no explicit close.
+        # Dropping the sessions frees their memory; ONNX Runtime has no explicit close.
         self._session = None
+        self._solo = None
+
+    @property
+    def has_solo_session(self) -> bool:
+        return self._solo is not None
 
 
 class OnnxRuntime:
     platform = "onnx"
 
-    def __init__(self, options: OnnxOptions | None = None) -> None:
+    def __init__(self, options: OnnxOptions | None = None, activity: Activity | None = None
+                 ) -> None:
+        """``activity``: what the process is doing (the prediction service's), which decides
+        when a version's solo session runs; without it there is none."""
         self.options = options or OnnxOptions()
+        self.activity = activity
 
     def can_load(self, path: Path) -> bool:
         """An ONNX graph is there, and corolla.json (if any) does not name another platform."""
@@ -140,4 +184,4 @@ class OnnxRuntime:
         return (path / ONNX_FILE).exists()
 
     def load(self, path: Path) -> OnnxServable:
-        return OnnxServable(path, self.options)
+        return OnnxServable(path, self.options, self.activity)

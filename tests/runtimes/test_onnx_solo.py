@@ -1,0 +1,126 @@
+"""The ONNX runtime's solo session: a request the process serves alone runs on more threads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from corolla.config import ModelConfig
+from corolla.demo_model import write_demo_version
+from corolla.repository.manager import Manager
+from corolla.repository.serving_map import LoadedVersion
+from corolla.runtimes.base import Activity
+from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime, OnnxServable
+from corolla.service import ModelSpec, PredictionService, ServiceOptions
+
+
+@pytest.fixture
+def version(tmp_path: Path) -> Path:
+    write_demo_version(tmp_path / "colors", 1, size=16)
+    return tmp_path / "colors" / "1"
+
+
+def _record_runs(servable: OnnxServable) -> list[str]:
+    """Which session each run used: 'solo' or 'main'."""
+    used: list[str] = []
+    for attr, name in (("_solo", "solo"), ("_session", "main")):
+        session = getattr(servable, attr)
+        run = session.run
+
+        def recorded(*args: Any, _run: Callable[..., Any] = run, _name: str = name,
+                     **kwargs: Any) -> Any:
+            used.append(_name)
+            return _run(*args, **kwargs)
+
+        session.run = recorded
+    return used
+
+
+def _x(rows: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"images": rng.uniform(0, 1, (rows, 16, 16, 3)).astype(np.float32)}
+
+
+def test_solo_session_runs_only_for_a_request_alone(version: Path) -> None:
+    activity = Activity()
+    servable = OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=2), activity).load(
+        version)
+    assert servable.has_solo_session
+    used = _record_runs(servable)
+    x = _x(3)
+    idle = servable.predict(x)["probabilities"]  # no request in flight: a load-time run
+    activity.requests = 1
+    alone = servable.predict(x)["probabilities"]
+    activity.requests = 2
+    crowded = servable.predict(x)["probabilities"]
+    activity.requests = 1
+    with activity.background():  # a model load's tuning or warmup is timing one thread
+        during_load = servable.predict(x)["probabilities"]
+    assert used == ["main", "solo", "main", "main"]
+    for other in (alone, crowded, during_load):
+        np.testing.assert_allclose(other, idle, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "with_activity"),
+    [
+        (OnnxOptions(intra_op_threads=1, solo_threads=1), True),  # off
+        (OnnxOptions(intra_op_threads=0, solo_threads=2), True),  # runs already use every core
+        (OnnxOptions(intra_op_threads=2, solo_threads=2), True),  # no wider than the runs
+        (OnnxOptions(intra_op_threads=1, solo_threads=2), False),  # nobody says who is alone
+    ],
+)
+def test_no_solo_session_where_it_cannot_help(version: Path, options: OnnxOptions,
+                                              with_activity: bool) -> None:
+    runtime = OnnxRuntime(options, Activity() if with_activity else None)
+    servable = runtime.load(version)
+    assert not servable.has_solo_session
+    assert servable.predict(_x())["probabilities"].shape == (1, 5)
+
+
+async def test_service_counts_requests_in_flight_and_load_time_runs_are_background(
+    version: Path,
+) -> None:
+    """The prediction service holds ``requests`` for each request's whole life (errors too);
+    the tuning at load runs in the background, so it never takes the solo session."""
+    activity = Activity()
+    seen_at_load: list[bool] = []
+    load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
+    manager = Manager(runtimes=[OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=2),
+                                            activity)], executor=load)
+    service = PredictionService(manager, options=ServiceOptions(), decode_executor=decode,
+                                infer_executor=infer, activity=activity)
+
+    def probe(loaded: LoadedVersion) -> None:
+        seen_at_load.append(activity.alone())
+
+    manager.prepare.append(service.in_background(probe))
+    try:
+        activity.requests = 1  # as if a request for another model were in flight
+        await manager.set_configs([ModelConfig(name="colors", base_path=str(version.parent))])
+        await manager.wait_until(manager.all_ready, timeout=20)
+        activity.requests = 0
+        assert seen_at_load == [False]
+        servable = manager.serving_map.find("colors").servable
+        assert isinstance(servable, OnnxServable)
+        used = _record_runs(servable)
+
+        await service.predict(ModelSpec(name="colors"), _x())
+        assert activity.requests == 0
+        assert used[-1] == "solo"
+        two = await asyncio.gather(*(service.predict(ModelSpec(name="colors"), _x())
+                                     for _ in range(2)))
+        assert len(two) == 2 and activity.requests == 0
+        with pytest.raises(Exception, match="missing input"):
+            await service.predict(ModelSpec(name="colors"), {})
+        assert activity.requests == 0
+    finally:
+        await asyncio.wait_for(manager.close(), 10)
+        for pool in (load, decode, infer):
+            pool.shutdown(wait=False, cancel_futures=True)
