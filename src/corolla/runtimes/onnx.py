@@ -9,10 +9,12 @@ Solo session. A server runs one inference per core side by side, each on one ONN
 thread: two threads per run would put two on every core, spinning against each other. A lone
 request then uses one core and leaves the others idle. With ``solo_threads`` > 1 a version also
 gets a second session with that many intra-op threads, used for a run while the process serves
-that one request and nothing else (:class:`corolla.runtimes.base.Activity`). Measured on this
-2-core machine (benchmarks/results/2026-11-27-solo.md): the flowers model's inference p50 6.7 ms on
-one thread, 4.2 ms on two; the CNN's 1.07 and 0.56 ms. It costs a second copy of the weights and
-of the run's working memory.
+that one request and nothing else (:class:`corolla.runtimes.base.Activity`). Its threads do
+not spin while they wait: with spinning (ONNX Runtime's default, even with
+``session.force_spinning_stop`` or a 100 µs ``spin_duration_us``) some server runs on 2 cores
+doubled the CPU per request and slowed it by 2-4 ms, when a spinning thread held the core that
+its partner or the server's other threads needed. Measured at concurrency 1 in
+docs/operations.md. It costs a second copy of the weights and of the run's working memory.
 """
 
 from __future__ import annotations
@@ -63,17 +65,15 @@ def signature_from_session(session: Any) -> Signature:
     )
 
 
-def _session(graph: Path, options: OnnxOptions, intra_op_threads: int, *,
-             stop_spinning: bool = False) -> Any:
+def _session(graph: Path, options: OnnxOptions, intra_op_threads: int, *, spin: bool = True
+             ) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = intra_op_threads
-    if stop_spinning:
-        # The pool's threads spin between the operators of a run (fast hand-offs) but stop
-        # when the run ends, instead of spinning on while the next request's decode and HTTP
-        # need the core (measured: p50 4.3 ms against 7.3 ms with spinning left on).
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+    if not spin:
+        # The pool's threads sleep instead of spinning while they wait (module docstring).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -104,8 +104,7 @@ class OnnxServable:
         self._activity = activity
         if (activity is not None and options.solo_threads > 1
                 and 0 < options.intra_op_threads < options.solo_threads):
-            self._solo = _session(graph, options, options.solo_threads,
-                                  stop_spinning=True)
+            self._solo = _session(graph, options, options.solo_threads, spin=False)
         graph_sig = signature_from_session(self._session)
         if metadata is None:
             metadata = ModelMetadata(signatures={"serving_default": graph_sig})
