@@ -124,3 +124,55 @@ async def test_service_counts_requests_in_flight_and_load_time_runs_are_backgrou
         await asyncio.wait_for(manager.close(), 10)
         for pool in (load, decode, infer):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_solo_choice_follows_the_measurements_and_keeps_probing() -> None:
+    from corolla.runtimes.onnx import SoloChoice
+
+    c = SoloChoice()
+    assert c.pick() is True  # nothing measured: try the solo session first
+    c.record(True, 4.0)
+    assert c.pick() is False  # then the main one, once
+    c.record(False, 6.0)
+    picks = []
+    for _ in range(3 * SoloChoice.PROBE):
+        solo = c.pick()
+        picks.append(solo)
+        c.record(solo, 4.0 if solo else 6.0)
+    # Solo is faster: it runs, except every PROBE-th run, which keeps the main one measured.
+    assert picks.count(False) == 3 and c.prefers_solo()
+    # The kernel places the solo session's threads badly now: its runs take 9 ms.
+    picks = []
+    for _ in range(4 * SoloChoice.PROBE):
+        solo = c.pick()
+        picks.append(solo)
+        c.record(solo, 9.0 if solo else 6.0)
+    assert not c.prefers_solo()
+    tail = picks[-2 * SoloChoice.PROBE:]
+    assert tail.count(True) == 2  # only the probes
+    # A solo run as fast as the main one is not worth its threads (MARGIN).
+    c2 = SoloChoice()
+    c2.record(True, 5.8)
+    c2.record(False, 6.0)
+    assert not c2.prefers_solo()
+
+
+def test_a_solo_session_slower_than_the_main_one_stops_being_used(version: Path) -> None:
+    import time
+
+    activity = Activity()
+    servable = OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=2), activity).load(
+        version)
+    used = _record_runs(servable)
+    slow_run = servable._solo.run
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)  # as when both of its threads share one core
+        return slow_run(*args, **kwargs)
+
+    servable._solo.run = slow
+    activity.requests = 1
+    for _ in range(40):
+        servable.predict(_x())
+    assert used[:2] == ["solo", "main"]  # each measured once
+    assert used[-16:].count("solo") == 2  # then only the probes take it

@@ -9,7 +9,8 @@ Solo session. A server runs one inference per core side by side, each on one ONN
 thread: two threads per run would put two on every core, spinning against each other. A lone
 request then uses one core and leaves the others idle. With ``solo_threads`` > 1 a version also
 gets a second session with that many intra-op threads, used for a run while the process serves
-that one request and nothing else (:class:`corolla.runtimes.base.Activity`). Its threads do
+that one request and nothing else (:class:`corolla.runtimes.base.Activity`), as long as its
+runs are measured faster than the main session's (:class:`SoloChoice`). Its threads do
 not spin while they wait: with spinning (ONNX Runtime's default, even with
 ``session.force_spinning_stop`` or a 100 µs ``spin_duration_us``) some server runs on 2 cores
 doubled the CPU per request and slowed it by 2-4 ms, when a spinning thread held the core that
@@ -20,6 +21,7 @@ docs/operations.md. It costs a second copy of the weights and of the run's worki
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,49 @@ def _session(graph: Path, options: OnnxOptions, intra_op_threads: int, *, spin: 
         raise FailedPrecondition(f"could not load ONNX graph {graph}: {exc}") from exc
 
 
+class SoloChoice:
+    """Which session a run alone takes, by measurement: the solo session while its runs take
+    at most MARGIN of the main session's wall time per row (both measured alone), else the
+    main one. Every PROBE-th run alone takes the other session, so both measurements stay
+    current: how the kernel places the solo session's two threads changes while a server runs,
+    and badly placed they were slower than one thread (docs/operations.md). Called from the
+    thread of a run alone; two runs alone at once are rare and only blur the averages."""
+
+    PROBE = 8
+    MARGIN = 0.9
+    ALPHA = 0.2  # weight of a new measurement in the moving averages
+
+    __slots__ = ("_runs", "main_ms", "solo_ms")
+
+    def __init__(self) -> None:
+        self.solo_ms: float | None = None
+        self.main_ms: float | None = None
+        self._runs = 0
+
+    def prefers_solo(self) -> bool:
+        if self.solo_ms is None or self.main_ms is None:
+            return True
+        return self.solo_ms <= self.MARGIN * self.main_ms
+
+    def pick(self) -> bool:
+        """True: this run alone takes the solo session."""
+        self._runs += 1
+        if self.solo_ms is None:
+            return True
+        if self.main_ms is None:
+            return False
+        best = self.prefers_solo()
+        return not best if self._runs % self.PROBE == 0 else best
+
+    def record(self, solo: bool, ms_per_row: float) -> None:
+        prev = self.solo_ms if solo else self.main_ms
+        value = ms_per_row if prev is None else prev + self.ALPHA * (ms_per_row - prev)
+        if solo:
+            self.solo_ms = value
+        else:
+            self.main_ms = value
+
+
 class OnnxServable:
     def __init__(self, path: Path, options: OnnxOptions, activity: Activity | None = None
                  ) -> None:
@@ -101,10 +146,12 @@ class OnnxServable:
         self._session = _session(graph, options, options.intra_op_threads)
         # A solo session only where runs are narrower than it (0 threads: already every core).
         self._solo: Any = None
+        self._choice: SoloChoice | None = None
         self._activity = activity
         if (activity is not None and options.solo_threads > 1
                 and 0 < options.intra_op_threads < options.solo_threads):
             self._solo = _session(graph, options, options.solo_threads, spin=False)
+            self._choice = SoloChoice()
         graph_sig = signature_from_session(self._session)
         if metadata is None:
             metadata = ModelMetadata(signatures={"serving_default": graph_sig})
@@ -140,11 +187,17 @@ class OnnxServable:
         in_names, out_names = self._inputs[signature], self._outputs[signature]
         aliases = list(output_filter) if output_filter else list(out_names)
         feed = {in_names[a]: v for a, v in inputs.items()}
-        solo, activity = self._solo, self._activity
-        session = solo if solo is not None and activity is not None and activity.alone() \
-            else self._session
+        choice, activity = self._choice, self._activity
+        alone = choice is not None and activity is not None and activity.alone()
+        use_solo = alone and choice is not None and choice.pick()
+        session = self._solo if use_solo else self._session
         try:
+            start = time.perf_counter()
             results = session.run([out_names[a] for a in aliases], feed)
+            if alone and choice is not None:
+                first = next(iter(inputs.values()), None)
+                rows = int(first.shape[0]) if first is not None and first.ndim else 1
+                choice.record(use_solo, 1000 * (time.perf_counter() - start) / max(1, rows))
         except Exception as exc:
             msg = str(exc)
             if "INVALID_ARGUMENT" in msg or "Invalid" in msg:
@@ -156,6 +209,7 @@ class OnnxServable:
         # Dropping the sessions frees their memory; ONNX Runtime has no explicit close.
         self._session = None
         self._solo = None
+        self._choice = None
 
     @property
     def has_solo_session(self) -> bool:
