@@ -187,14 +187,15 @@ class OnnxServable:
         in_names, out_names = self._inputs[signature], self._outputs[signature]
         aliases = list(output_filter) if output_filter else list(out_names)
         feed = {in_names[a]: v for a, v in inputs.items()}
-        choice, activity = self._choice, self._activity
-        alone = choice is not None and activity is not None and activity.alone()
-        use_solo = alone and choice is not None and choice.pick()
+        activity = self._activity
+        # Set only for a run alone: it picks the session and learns from the run's time.
+        choice = self._choice if activity is not None and activity.alone() else None
+        use_solo = choice is not None and choice.pick()
         session = self._solo if use_solo else self._session
         try:
             start = time.perf_counter()
             results = session.run([out_names[a] for a in aliases], feed)
-            if alone and choice is not None:
+            if choice is not None:
                 first = next(iter(inputs.values()), None)
                 rows = int(first.shape[0]) if first is not None and first.ndim else 1
                 choice.record(use_solo, 1000 * (time.perf_counter() - start) / max(1, rows))
