@@ -152,6 +152,8 @@ class OnnxServable:
                 and 0 < options.intra_op_threads < options.solo_threads):
             self._solo = _session(graph, options, options.solo_threads, spin=False)
             self._choice = SoloChoice()
+            log.info("%s: solo session with %d threads for a request served alone "
+                     "(--onnx_solo_threads)", path, options.solo_threads)
         graph_sig = signature_from_session(self._session)
         if metadata is None:
             metadata = ModelMetadata(signatures={"serving_default": graph_sig})
