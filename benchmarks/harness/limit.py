@@ -7,8 +7,9 @@
 - ``cpu_ms_per_photo_infer[B]``: CPU of inference per photo at batch size B (one ONNX Runtime
   thread, as Corolla runs it with batching on);
 - ``single_call_ms``: wall time of one photo end to end (decode + batch-1 inference), p50/p99;
-- ``single_call_all_cores_ms``: the same with one ONNX Runtime thread per core (threads stop
-  spinning when a run ends, as Corolla runs a request that it serves alone);
+- ``single_call_all_cores_ms``: the same with one ONNX Runtime thread per core, spinning
+  within a run and stopping when it ends (the fastest all-core call measured here; Corolla's
+  solo session sleeps instead of spinning, docs/operations.md, so this is a lower bound);
 - ``throughput[B]``: photos/s with one worker process per core, each decoding a batch of B
   photos and running it, for S seconds; ``best`` is the best B.
 """

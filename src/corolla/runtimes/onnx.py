@@ -13,8 +13,8 @@ that one request and nothing else (:class:`corolla.runtimes.base.Activity`), as 
 runs are measured faster than the main session's (:class:`SoloChoice`). Its threads do
 not spin while they wait: with spinning (ONNX Runtime's default, even with
 ``session.force_spinning_stop`` or a 100 µs ``spin_duration_us``) some server runs on 2 cores
-doubled the CPU per request and slowed it by 2-4 ms, when a spinning thread held the core that
-its partner or the server's other threads needed. Measured at concurrency 1 in
+doubled the CPU per request and slowed it by 2-4 ms, probably a spinning thread holding the
+core that its partner or the server's other threads needed. Measured at concurrency 1 in
 docs/operations.md. It costs a second copy of the weights and of the run's working memory.
 """
 
@@ -94,9 +94,9 @@ class SoloChoice:
     """Which session a run alone takes, by measurement: the solo session while its runs take
     at most MARGIN of the main session's wall time per row (both measured alone), else the
     main one. Every PROBE-th run alone takes the other session, so both measurements stay
-    current: how the kernel places the solo session's two threads changes while a server runs,
-    and badly placed they were slower than one thread (docs/operations.md). Called from the
-    thread of a run alone; two runs alone at once are rare and only blur the averages."""
+    current: on a 2-core machine the two-thread session was, for stretches of time and for no
+    reason found, slower than one thread (docs/operations.md). Called from the thread of a run
+    alone; two runs alone at once are rare and only blur the averages."""
 
     PROBE = 8
     MARGIN = 0.9
