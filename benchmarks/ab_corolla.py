@@ -14,7 +14,11 @@ the servers under ``taskset -c CPUS`` (a one-core process on this machine stands
 one-CPU container). Rounds alternate the variants so a drift of the machine hits them alike:
 compare the means and the CPU per request, not one point.
 Raw JPEG uploads (or ``--format b64``) from ../shared/datasets/flower_photos, wrk at one
-concurrency. Writes benchmarks/results/<date>-<name>.{md,json}.
+concurrency. ``--model micro`` serves an 8x8-input CNN fed 16x16 JPEGs instead: almost no model
+work, so the CPU per request is what the server itself costs on the image path (upload, decode
+call, batching, labels, answer); run it with the floor server and one pinned process
+(``--pin 1 --variant 'one=' --variant 'floor=@floor --procs 1'``).
+Writes benchmarks/results/<date>-<name>.{md,json}.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from harness import envs  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="results file name")
-    p.add_argument("--model", default="cnn", choices=["flowers", "cnn", "tiny"])
+    p.add_argument("--model", default="cnn", choices=["flowers", "cnn", "tiny", "micro"])
     p.add_argument("--format", default="raw", choices=["raw", "b64"])
     p.add_argument("--variant", action="append", required=True,
                    help="NAME=FLAGS (extra corolla serve flags; repeat for each variant)")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.bench import corolla_code, machine_info
     from harness.limit import throughput
     from harness.loadgen import ensure_wrk, measure
-    from harness.models import build_models
+    from harness.models import build_models, micro_image_model, micro_jpegs
     from harness.procs import Server
     from harness.servers import build
     from harness.workload import FORMATS, pick_photos, write_bodies
@@ -74,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     models = build_models(work, envs.REPO)
     fmt = FORMATS["corolla"][args.format]
-    if args.model == "tiny":
+    if args.model == "micro":
+        models["micro"] = micro_image_model(work)
+        photos = micro_jpegs()
+        bodies = [fmt.image(p) for p in photos] if fmt.image else []
+    elif args.model == "tiny":
         from harness.workload import feature_rows
 
         fmt = FORMATS["corolla"]["b64"]  # the tiny model's JSON rows
@@ -172,7 +180,7 @@ def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str
             f"| {name} | `{' '.join(flags)}` | {', '.join(f'{x:.0f}' for x in rps)} "
             f"| {mean:.1f} | {mean / base:.3f} "
             f"| {f'{mean / limit:.3f}' if limit else '–'} "
-            f"| {statistics.fmean(float(p['server_cpu_ms_per_req']) for p in ps):.2f} "  # type: ignore[arg-type]
+            f"| {statistics.fmean(float(p['server_cpu_ms_per_req']) for p in ps):.3f} "  # type: ignore[arg-type]
             f"| {statistics.fmean(float(p['p50_ms']) for p in ps):.1f} "  # type: ignore[arg-type]
             f"| {statistics.fmean(float(p['p99_ms']) for p in ps):.1f} | {errors} |")
     if limit:

@@ -32,7 +32,7 @@ from corolla.errors import (
 )
 from corolla.images import ImageLimits, preprocess_image
 from corolla.looprunner import LoopRunner
-from corolla.model_dir import ModelMetadata, Signature
+from corolla.model_dir import ImagePreprocessing, ModelMetadata, Signature
 from corolla.repository.manager import Manager, VersionStatus
 from corolla.repository.policy import State
 from corolla.repository.serving_map import LoadedVersion
@@ -442,11 +442,9 @@ class PredictionService:
             out[alias] = value
         return out
 
-    async def _decode_images(self, value: np.ndarray, pre: object, *, inline: bool = False,
-                             deadline: float | None = None, tag: object = None) -> np.ndarray:
-        from corolla.model_dir import ImagePreprocessing
-
-        assert isinstance(pre, ImagePreprocessing)
+    async def _decode_images(self, value: np.ndarray, pre: ImagePreprocessing, *,
+                             inline: bool = False, deadline: float | None = None,
+                             tag: object = None) -> np.ndarray:
         flat = value.reshape(-1)
         if value.ndim != 1:
             raise InvalidArgument(

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from corolla import frontend
 from corolla.errors import InvalidArgument
-from corolla.http.encoding import body_limit, inflate
+from corolla.http.encoding import request_body
 from corolla.protocols import kserve_v2 as codec
 from corolla.service import PredictionService
 
@@ -87,8 +87,7 @@ class KServeV2Rest:
                                               request.path_params.get("version")))
 
     async def infer(self, request: Request) -> Response:
-        body = inflate(await request.body(), request.headers.get("content-encoding", ""),
-                       limit=body_limit(request.scope))
+        body = await request_body(request)
         req = codec.decode_request(body, _header_length(request))
         result = await frontend.v2_infer(self.service, request.path_params["name"],
                                          request.path_params.get("version"), req)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
-from corolla.http.encoding import body_limit, inflate
+from corolla.http.encoding import request_body
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature
@@ -54,7 +54,8 @@ def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
 
 
 def _top_k(request: Request, doc: dict[str, Any] | None = None) -> int | None:
-    raw = request.query_params.get("top_k")
+    # Most requests have no query string: skip building QueryParams for them.
+    raw = request.query_params.get("top_k") if request.scope.get("query_string") else None
     if doc is not None and "top_k" in doc:
         raw = doc["top_k"]
     if raw is None:
@@ -76,7 +77,9 @@ class TfServingRest:
         return [Route("/v1/models/{rest:path}", self.handle, methods=["GET", "POST"])]
 
     async def handle(self, request: Request) -> Response:
-        spec, verb = _parse_url(request.url.path, request.method)
+        # The scope's path is what ``request.url.path`` gives (no root_path is mounted here),
+        # without building a URL object per request.
+        spec, verb = _parse_url(request.scope["path"], request.method)
         if verb == "status":
             return json_response(codec.status_response(
                 self.service.statuses(spec.name, spec.version, spec.label)))
@@ -85,7 +88,7 @@ class TfServingRest:
             return json_response(codec.metadata_response(spec.name, version, md))
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if verb == "predict" and ctype.startswith("image/"):
-            return await self._predict_images(request, spec, [await _body(request)])
+            return await self._predict_images(request, spec, [await request_body(request)])
         if verb == "predict" and ctype == "multipart/form-data":
             return await self._predict_images(request, spec, await _multipart_images(request))
         if ctype.startswith(("image/", "multipart/")):
@@ -95,7 +98,7 @@ class TfServingRest:
             raise InvalidArgument(
                 f"unsupported Content-Type {ctype!r}: send application/json, image/*, "
                 "or multipart/form-data")
-        doc = codec.loads(await _body(request))
+        doc = codec.loads(await request_body(request))
         sig_name = doc.get("signature_name", "")
         if not isinstance(sig_name, str):
             raise InvalidArgument("signature_name must be a string")
@@ -176,13 +179,6 @@ class TfServingRest:
         inputs, _ = codec.parse_predict({"instances": rows}, sig)
         result = await self.service.classify(spec, inputs, top_k=_top_k(request, doc))
         return json_response({"result": [[[lbl, s] for lbl, s in row] for row in result.classes]})
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, inflated when compressed: TF Serving's HTTP server gunzips bodies sent
-    with ``Content-Encoding: gzip`` (``RequestHandlerOptions::auto_uncompress_input``)."""
-    return inflate(await request.body(), request.headers.get("content-encoding", ""),
-                   limit=body_limit(request.scope))
 
 
 async def _multipart_images(request: Request) -> list[bytes]:
