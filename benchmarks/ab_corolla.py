@@ -16,8 +16,10 @@ compare the means and the CPU per request, not one point.
 Raw JPEG uploads (or ``--format b64``) from ../shared/datasets/flower_photos, wrk at one
 concurrency. ``--model micro`` serves an 8x8-input CNN fed 16x16 JPEGs instead: almost no model
 work, so the CPU per request is what the server itself costs on the image path (upload, decode
-call, batching, labels, answer); run it with the floor server and one pinned process
-(``--pin 1 --variant 'one=' --variant 'floor=@floor --procs 1'``).
+call, labels, answer); run it with the floor server and one pinned process
+(``--pin 1 --variant 'one=' --variant 'floor=@floor --procs 1'``). ``--micro-size 48`` makes
+its runs costly enough (48x48 input, 48x48 JPEGs) that Corolla batches them on the event loop,
+as it does the tutorial CNN's.
 Writes benchmarks/results/<date>-<name>.{md,json}.
 """
 
@@ -45,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", default="raw", choices=["raw", "b64"])
     p.add_argument("--variant", action="append", required=True,
                    help="NAME=FLAGS (extra corolla serve flags; repeat for each variant)")
+    p.add_argument("--micro-size", type=int, default=8,
+                   help="input side of the micro model (its JPEGs: 16x16 at 8, else this side)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10)
@@ -79,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     models = build_models(work, envs.REPO)
     fmt = FORMATS["corolla"][args.format]
     if args.model == "micro":
-        models["micro"] = micro_image_model(work)
-        photos = micro_jpegs()
+        models["micro"] = micro_image_model(work, args.micro_size)
+        photos = micro_jpegs(16 if args.micro_size <= 8 else args.micro_size)
         bodies = [fmt.image(p) for p in photos] if fmt.image else []
     elif args.model == "tiny":
         from harness.workload import feature_rows
@@ -97,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, object] = {
         "name": args.name, "started": started.isoformat(timespec="seconds"),
         "machine": machine_info(), "code": corolla_code(), "model": args.model,
-        "format": args.format, "concurrency": args.concurrency, "seconds": args.seconds,
+        "format": args.format, "concurrency": args.concurrency,
+        "micro_size": args.micro_size if args.model == "micro" else None,
+        "seconds": args.seconds,
         "pin": args.pin, "variants": {n: f for n, f in variants}, "points": [],
     }
     points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
@@ -159,7 +165,9 @@ def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str
     lines = [
         f"# A/B {doc['name']}: {doc['started']}", "",
         f"Machine: {machine}. Corolla code: {doc['code']}.", "",
-        f"Model {doc['model']}, {doc['format']} bodies, concurrency {doc['concurrency']}, "
+        f"Model {doc['model']}"
+        + (f" ({doc['micro_size']}x{doc['micro_size']} input)" if doc.get("micro_size") else "")
+        + f", {doc['format']} bodies, concurrency {doc['concurrency']}, "
         f"{doc['seconds']} s a point after a warm-up, rounds alternating the variants"
         + (f"; servers pinned with `taskset -c {doc['pin']}`" if doc["pin"] else "") + ".",
         "Command: `python3 benchmarks/ab_corolla.py " + shlex.join(sys.argv[1:]) + "`", "",

@@ -547,3 +547,28 @@ async def test_too_many_images_are_refused_before_any_is_decoded(
     with pytest.raises(InvalidArgument, match="at most 5 per request"):
         await service.predict_images(spec, [red] * 6)
     assert decoded == []
+
+
+def test_top_classes_orders_best_first_keeps_label_order_on_ties_and_bounds_k() -> None:
+    from corolla.model_dir import ModelMetadata
+    from corolla.service import top_classes
+
+    md = ModelMetadata(signatures={}, labels=("a", "b", "c", "d"), scores_output="p")
+    scores = np.array([[0.1, 0.4, 0.4, 0.1], [0.7, 0.1, 0.15, 0.05]], dtype=np.float32)
+    got = top_classes(md, {"p": scores}, 3)
+    assert [[lbl for lbl, _ in row] for row in got] == [["b", "c", "a"], ["a", "c", "b"]]
+    assert got[0][0][1] == float(np.float64(scores[0, 1]))  # float32 widened, not rounded
+    assert all(type(s) is float for row in got for _, s in row)
+    assert [len(r) for r in top_classes(md, {"p": scores}, 99)] == [4, 4]  # at most the labels
+    assert [len(r) for r in top_classes(md, {"p": scores}, None)] == [4, 4]  # None: all
+
+
+def test_top_classes_applies_softmax_to_logits() -> None:
+    from corolla.model_dir import ModelMetadata
+    from corolla.service import top_classes
+
+    md = ModelMetadata(signatures={}, labels=("x", "y"), scores_output="logits",
+                       scores_are_probabilities=False)
+    (row,) = top_classes(md, {"logits": np.array([[0.0, np.log(3.0)]])}, 2)
+    assert [lbl for lbl, _ in row] == ["y", "x"]
+    assert row[0][1] == pytest.approx(0.75) and row[1][1] == pytest.approx(0.25)

@@ -8,8 +8,10 @@
   pool, Dense 128, 5 classes) over 180x180 photos scaled to [0, 1]; random weights.
 - ``tiny``: a 4-feature MLP (4 -> 16 -> 3, softmax), to measure pure server overhead.
 - ``micro`` (``micro_image_model``, only for benchmarks/ab_corolla.py): the tutorial CNN over
-  8x8 images, fed 16x16 JPEGs (``micro_jpegs``): the image path (upload, decode, batching, top-k
-  labels) with almost no model work, so CPU per request is the server's own cost on that path.
+  8x8 images, fed 16x16 JPEGs (``micro_jpegs``): the image path (upload, decode, top-k labels)
+  with almost no model work, so CPU per request is the server's own cost on that path. At 8x8
+  a run costs so little that Corolla runs it unbatched; at 48x48 (``size=48``) it is batched on
+  the event loop as the tutorial CNN is.
 
 Every model is written with :mod:`corolla.model_dir`, so Corolla serves it with server-side
 decoding exactly as it serves a trained one; the peers read the same ``corolla.json``.
@@ -159,18 +161,20 @@ def tiny_mlp_onnx(seed: int = 2) -> bytes:
     return g.model("tiny_mlp", "features", ["batch", 4], g.dense(x, 16, 3), 3)
 
 
-def micro_image_model(work: Path) -> dict[str, str]:
-    """The ``micro`` model under ``work/models/micro/1``; returns its info like build_models."""
-    pre = ImagePreprocessing(input="images", height=8, width=8, resize="squash", scale=1 / 255.0)
-    md = _image_metadata(8, pre, {"builder": "benchmarks.harness.models", "trained": False,
-                                  "description": "tutorial CNN over 8x8 images"})
-    base = _write(work / "models" / "micro", tutorial_cnn_onnx(size=8), md)
+def micro_image_model(work: Path, size: int = 8) -> dict[str, str]:
+    """The ``micro`` model (the tutorial CNN over ``size`` x ``size`` images) under
+    ``work/models/micro/1``; returns its info like build_models."""
+    pre = ImagePreprocessing(input="images", height=size, width=size, resize="squash",
+                             scale=1 / 255.0)
+    md = _image_metadata(size, pre, {"builder": "benchmarks.harness.models", "trained": False,
+                                     "description": f"tutorial CNN over {size}x{size} images"})
+    base = _write(work / "models" / "micro", tutorial_cnn_onnx(size=size), md)
     return {"base_path": str(base), "version_dir": str(base / "1"),
-            "source": "TensorFlow tutorial CNN at 8x8, random weights"}
+            "source": f"TensorFlow tutorial CNN at {size}x{size}, random weights"}
 
 
-def micro_jpegs(n: int = 16, seed: int = 0) -> list[bytes]:
-    """``n`` 16x16 noise JPEGs (about 0.7 KB each) for the micro model."""
+def micro_jpegs(side: int = 16, n: int = 16, seed: int = 0) -> list[bytes]:
+    """``n`` ``side`` x ``side`` noise JPEGs for the micro model (16x16: about 0.7 KB)."""
     import io
 
     from PIL import Image
@@ -179,7 +183,7 @@ def micro_jpegs(n: int = 16, seed: int = 0) -> list[bytes]:
     out = []
     for _ in range(n):
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "JPEG")
         out.append(buf.getvalue())
     return out
 

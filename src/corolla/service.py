@@ -666,5 +666,9 @@ def top_classes(md: ModelMetadata, outputs: Tensors, top_k: int | None
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores = e / e.sum(axis=1, keepdims=True)
     k = len(md.labels) if not top_k else max(1, min(top_k, len(md.labels)))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return [[(md.labels[j], float(scores[i, j])) for j in row] for i, row in enumerate(order)]
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
+    labels = md.labels
+    # Python lists: indexing them is several times cheaper than numpy scalars (float64 values,
+    # so the floats are the same).
+    return [[(labels[j], values[j]) for j in row]
+            for row, values in zip(order, scores.tolist(), strict=True)]

@@ -23,7 +23,7 @@ from corolla.errors import InvalidArgument, NotFound
 from corolla.http.encoding import request_body
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
-from corolla.service import ModelSpec, PredictionService, find_signature
+from corolla.service import ModelSpec, PredictionService, find_signature, top_classes
 
 _URL = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -132,8 +132,6 @@ class TfServingRest:
         top_k = _top_k(request, doc)
         result = await self.service.predict(spec, inputs)
         if top_k is not None and md.labels and md.scores_output:
-            from corolla.service import top_classes
-
             classes = top_classes(result.metadata, result.outputs, top_k)
             preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
             return json_response({"predictions": preds, "model_version": str(result.version)})
@@ -146,8 +144,6 @@ class TfServingRest:
         result = await self.service.predict_images(spec, images)
         md = result.metadata
         if md.labels and md.scores_output:
-            from corolla.service import top_classes
-
             classes = top_classes(md, result.outputs, _top_k(request) or 5)
             preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
             return json_response({"predictions": preds, "model_version": str(result.version)})
