@@ -298,6 +298,34 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
                 batcher = loaded.extras.get("batcher") or loaded.extras.get("slots")
                 total += getattr(batcher, "queue_depth", 0)
         depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
+    solo_runs = Metric(
+        "corolla_onnx_solo_runs",
+        "Model runs served by the ONNX solo session (a request served alone; "
+        "--onnx_solo_threads).",
+        "counter",
+    )
+    alone_ms = Metric(
+        "corolla_onnx_alone_ms_per_row",
+        "Moving average of the wall milliseconds per row of runs served alone, by ONNX "
+        "session (main, solo): a run alone takes the solo session while it is at most 0.9 "
+        "of the main one.",
+        "gauge",
+    )
+    for name in manager.model_names():
+        entry = manager.serving_map.models.get(name)
+        for loaded in entry.versions.values() if entry is not None else ():
+            inner = getattr(loaded.servable, "inner", loaded.servable)
+            stats_of = getattr(inner, "solo_stats", None)
+            stats = stats_of() if callable(stats_of) else None
+            if not stats:
+                continue
+            labels = {"model_name": name, "version": str(loaded.version)}
+            solo_runs.add_sample("corolla_onnx_solo_runs_total", labels, stats["runs"] or 0.0)
+            for session in ("main", "solo"):
+                value = stats[f"{session}_ms_per_row"]
+                if value is not None:
+                    alone_ms.add_sample("corolla_onnx_alone_ms_per_row",
+                                        {**labels, "session": session}, value)
     server = Metric(
         "corolla_server_ready",
         "1 when every configured model is AVAILABLE and the server is not draining.",
@@ -306,7 +334,7 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
     server.add_sample("corolla_server_ready", {}, 1 if service.ready() else 0)
     draining = Metric("corolla_server_draining", "1 once shutdown has begun.", "gauge")
     draining.add_sample("corolla_server_draining", {}, 1 if service.draining else 0)
-    return [versions, ready, depth, server, draining]
+    return [versions, ready, depth, solo_runs, alone_ms, server, draining]
 
 
 class TimedServable:

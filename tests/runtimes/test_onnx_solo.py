@@ -176,3 +176,41 @@ def test_a_solo_session_slower_than_the_main_one_stops_being_used(version: Path)
         servable.predict(_x())
     assert used[:2] == ["solo", "main"]  # each measured once
     assert used[-16:].count("solo") == 2  # then only the probes take it
+
+
+async def test_metrics_show_the_solo_sessions_runs_and_measurements(version: Path) -> None:
+    from corolla.metrics import Metrics
+
+    activity = Activity()
+    load, decode, infer = (ThreadPoolExecutor(2) for _ in range(3))
+    manager = Manager(runtimes=[OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=2),
+                                            activity)], executor=load)
+    service = PredictionService(manager, options=ServiceOptions(batching=None),
+                                decode_executor=decode, infer_executor=infer,
+                                activity=activity)
+    metrics = Metrics(process=False)
+    metrics.instrument(service)  # wraps the servable (TimedServable), as the server does
+    try:
+        await manager.set_configs([ModelConfig(name="colors", base_path=str(version.parent))])
+        await manager.wait_until(manager.all_ready, timeout=20)
+        text = metrics.render().decode()
+        assert 'corolla_onnx_solo_runs_total{model_name="colors",version="1"} 0.0' in text
+        for _ in range(3):  # one at a time: each is alone (solo, main, then the faster one)
+            await service.predict(ModelSpec(name="colors"), _x())
+        text = metrics.render().decode()
+        runs = [line for line in text.splitlines()
+                if line.startswith("corolla_onnx_solo_runs_total{")]
+        assert len(runs) == 1 and float(runs[0].rsplit(" ", 1)[1]) >= 1
+        for session in ("main", "solo"):
+            assert (f'corolla_onnx_alone_ms_per_row{{model_name="colors",version="1",'
+                    f'session="{session}"}}') in text
+    finally:
+        await asyncio.wait_for(manager.close(), 10)
+        for pool in (load, decode, infer):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_no_solo_stats_without_a_solo_session(version: Path) -> None:
+    servable = OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=1), Activity()).load(
+        version)
+    assert servable.solo_stats() is None

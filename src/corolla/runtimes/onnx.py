@@ -21,6 +21,7 @@ docs/operations.md. It costs a second copy of the weights and of the run's worki
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,11 +148,15 @@ class OnnxServable:
         # A solo session only where runs are narrower than it (0 threads: already every core).
         self._solo: Any = None
         self._choice: SoloChoice | None = None
+        self._solo_threads = 0
+        self._solo_runs = 0  # runs the solo session served (solo_stats, for the metrics)
+        self._stats_lock = threading.Lock()
         self._activity = activity
         if (activity is not None and options.solo_threads > 1
                 and 0 < options.intra_op_threads < options.solo_threads):
             self._solo = _session(graph, options, options.solo_threads, spin=False)
             self._choice = SoloChoice()
+            self._solo_threads = options.solo_threads
             log.info("%s: solo session with %d threads for a request served alone "
                      "(--onnx_solo_threads)", path, options.solo_threads)
         graph_sig = signature_from_session(self._session)
@@ -201,6 +206,9 @@ class OnnxServable:
                 first = next(iter(inputs.values()), None)
                 rows = int(first.shape[0]) if first is not None and first.ndim else 1
                 choice.record(use_solo, 1000 * (time.perf_counter() - start) / max(1, rows))
+                if use_solo:
+                    with self._stats_lock:
+                        self._solo_runs += 1
         except Exception as exc:
             msg = str(exc)
             if "INVALID_ARGUMENT" in msg or "Invalid" in msg:
@@ -217,6 +225,16 @@ class OnnxServable:
     @property
     def has_solo_session(self) -> bool:
         return self._solo is not None
+
+    def solo_stats(self) -> dict[str, float | None] | None:
+        """For the metrics: the solo session's threads and runs, and the moving averages of
+        wall ms per row of runs served alone on each session (None until measured); None
+        where this version has no solo session."""
+        choice = self._choice
+        if self._solo is None or choice is None:
+            return None
+        return {"threads": float(self._solo_threads), "runs": float(self._solo_runs),
+                "main_ms_per_row": choice.main_ms, "solo_ms_per_row": choice.solo_ms}
 
 
 class OnnxRuntime:
