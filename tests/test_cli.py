@@ -161,3 +161,11 @@ def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
     assert opts.inline_requests is inline
     assert opts.onnx.intra_op_threads == intra
     assert opts.onnx.solo_threads == solo
+
+
+def test_max_decoded_image_mib(tmp_path: Path) -> None:
+    base = [f"--model_base_path={tmp_path}", "--model_name=m"]
+    assert options(base).max_decoded_image_bytes == 256 * 1024 * 1024
+    assert options([*base, "--max_decoded_image_mib=64"]).max_decoded_image_bytes == 64 << 20
+    with pytest.raises(CorollaError, match="max_decoded_image_mib"):
+        options([*base, "--max_decoded_image_mib=0"])

@@ -106,6 +106,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--version_policy_mode", default="availability_preserving",
                    choices=["availability_preserving", "resource_preserving"])
     c.add_argument("--max_image_pixels", type=int, default=40_000_000)
+    c.add_argument("--max_decoded_image_mib", type=int, default=256,
+                   help="encoded images in one request may decode to at most this many MiB "
+                        "of model input; beyond, 400 before any is decoded (default 256)")
     c.add_argument("--onnx_intra_op_threads", type=int, default=0,
                    help="ONNX Runtime threads per inference (0: chosen for this machine)")
     c.add_argument("--onnx_solo_threads", type=int, default=0,
@@ -200,6 +203,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                               platform=args.model_platform)]
     if args.rest_workers < 1:
         raise CorollaError("--rest_workers must be at least 1")
+    if args.max_decoded_image_mib < 1:
+        raise CorollaError("--max_decoded_image_mib must be at least 1")
     workers = args.rest_workers
     # Threads per process: the machine's cores shared among the REST processes.
     per_process = max(1, available_cpus() // workers)
@@ -239,6 +244,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                                max_load_retries=args.max_num_load_retries,
                                load_retry_interval=args.load_retry_interval_micros / 1e6),
         image_limits=ImageLimits(max_pixels=args.max_image_pixels),
+        max_decoded_image_bytes=args.max_decoded_image_mib * 1024 * 1024,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         drain_timeout_seconds=args.drain_timeout_seconds,
         access_log=args.access_log,

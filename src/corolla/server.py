@@ -68,6 +68,8 @@ class ServerOptions:
     tensorflow: TensorflowOptions = field(default_factory=TensorflowOptions)
     manager: ManagerOptions = field(default_factory=ManagerOptions)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    # Model input that one request's encoded images may decode to (corolla.service).
+    max_decoded_image_bytes: int = 256 * 1024 * 1024
     decode_threads: int = 0  # 0: one per core
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 0.0
@@ -138,6 +140,7 @@ class CorollaServer:
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
                                    default_timeout=options.rest_api_timeout_in_ms / 1000,
+                                   max_decoded_image_bytes=options.max_decoded_image_bytes,
                                    inline_requests=options.inline_requests),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
             activity=activity)

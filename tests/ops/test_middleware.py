@@ -260,3 +260,8 @@ async def test_cors_preflight_passes_auth(make: Make) -> None:
     )
     assert r.status_code == 401
     assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_the_decoded_image_cap_reaches_the_prediction_service(make: Make) -> None:
+    server, _ = await make(max_decoded_image_bytes=12345)
+    assert server.service.options.max_decoded_image_bytes == 12345
