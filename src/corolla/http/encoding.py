@@ -63,7 +63,7 @@ def inflate(body: bytes, encoding: str, *, limit: int = MAX_INFLATED_BYTES) -> b
 
 async def read_body(request: Request) -> bytes:
     """The whole request body, as Starlette's ``request.body()`` reads it, without its async
-    generator: every upload goes through here, and the generator cost ~4 us per request."""
+    generator and the bookkeeping around it (every upload goes through here)."""
     chunks: list[bytes] = []
     receive = request.receive
     while True:

@@ -148,7 +148,6 @@ class OnnxServable:
         # A solo session only where runs are narrower than it (0 threads: already every core).
         self._solo: Any = None
         self._choice: SoloChoice | None = None
-        self._solo_threads = 0
         self._solo_runs = 0  # runs the solo session served (solo_stats, for the metrics)
         self._stats_lock = threading.Lock()
         self._activity = activity
@@ -156,7 +155,6 @@ class OnnxServable:
                 and 0 < options.intra_op_threads < options.solo_threads):
             self._solo = _session(graph, options, options.solo_threads, spin=False)
             self._choice = SoloChoice()
-            self._solo_threads = options.solo_threads
             log.info("%s: solo session with %d threads for a request served alone "
                      "(--onnx_solo_threads)", path, options.solo_threads)
         graph_sig = signature_from_session(self._session)
@@ -227,14 +225,14 @@ class OnnxServable:
         return self._solo is not None
 
     def solo_stats(self) -> dict[str, float | None] | None:
-        """For the metrics: the solo session's threads and runs, and the moving averages of
-        wall ms per row of runs served alone on each session (None until measured); None
-        where this version has no solo session."""
+        """For the metrics: the runs the solo session served and the moving averages of wall
+        ms per row of runs served alone on each session (None until measured); None where
+        this version has no solo session."""
         choice = self._choice
         if self._solo is None or choice is None:
             return None
-        return {"threads": float(self._solo_threads), "runs": float(self._solo_runs),
-                "main_ms_per_row": choice.main_ms, "solo_ms_per_row": choice.solo_ms}
+        return {"runs": float(self._solo_runs), "main_ms_per_row": choice.main_ms,
+                "solo_ms_per_row": choice.solo_ms}
 
 
 class OnnxRuntime:
