@@ -535,3 +535,56 @@ def test_unidentifiable_image_message_names_the_format_not_an_object() -> None:
         decode(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
     assert "not a valid JPEG file" in info.value.message
     assert "BytesIO" not in info.value.message
+
+
+# ---- JPEG header without Pillow -----------------------------------------------------------
+
+
+def _with_app1(data: bytes, *bodies: bytes) -> bytes:
+    """``data`` (a JPEG) with APP1 segments holding ``bodies`` right after its SOI."""
+    segments = b"".join(b"\xff\xe1" + struct.pack(">H", len(b) + 2) + b for b in bodies)
+    return data[:2] + segments + data[2:]
+
+
+def _exif(orientation: int, *, kind: int = 3) -> bytes:
+    """An EXIF APP1 body (big-endian TIFF) with one Orientation entry of TIFF type ``kind``."""
+    value = struct.pack(">HH", orientation, 0) if kind == 3 else struct.pack(">I", orientation)
+    ifd = struct.pack(">H", 1) + struct.pack(">HHI", 0x0112, kind, 1) + value + b"\0\0\0\0"
+    return b"Exif\x00\x00" + b"MM\x00\x2a" + struct.pack(">I", 8) + ifd
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_header_agrees_with_pillow(orientation: int) -> None:
+    from corolla.jpeg_header import read_jpeg_header
+
+    data = with_orientation(quadrants(), orientation)
+    im = Image.open(io.BytesIO(data))
+    assert read_jpeg_header(data) == (*im.size, im.getexif().get(0x0112, 1))
+    hand_made = _with_app1(encode(quadrants(), "JPEG"), _exif(orientation))
+    assert read_jpeg_header(hand_made) == (64, 48, orientation)
+    gray = encode(quadrants().convert("L"), "JPEG")
+    assert read_jpeg_header(gray) == (64, 48, 1)
+
+
+def test_jpeg_header_leaves_unusual_layouts_to_pillow() -> None:
+    from corolla.jpeg_header import read_jpeg_header
+
+    plain = encode(quadrants(), "JPEG")
+    xmp = (b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:Description "
+           b"tiff:Orientation=\"6\"/></x:xmpmeta>")
+    cmyk = encode(quadrants().convert("CMYK"), "JPEG")
+    for data in (
+        cmyk,  # Pillow converts CMYK itself
+        _with_app1(plain, _exif(6), _exif(3)),  # Pillow joins two EXIF segments
+        _with_app1(plain, xmp),  # no EXIF orientation: Pillow reads XMP's
+        _with_app1(plain, _exif(6, kind=4)),  # a LONG, not a SHORT
+        plain[:40],  # truncated inside the header
+    ):
+        assert read_jpeg_header(data) is None
+    # The XMP-only orientation still turns the photo, through Pillow.
+    spec = ImagePreprocessing(input="x", height=12, width=12)
+    turned = decode(_with_app1(plain, xmp), spec)
+    assert turned.size[0] < turned.size[1]
+    # Orientation given as a LONG: Pillow reads the value all the same.
+    long_six = decode(_with_app1(plain, _exif(6, kind=4)), spec)
+    assert long_six.size[0] < long_six.size[1]

@@ -2,7 +2,8 @@
 
 Reads the same version directory Corolla serves (``model.onnx`` + ``corolla.json``, via the
 environment: BENCH_MODEL_DIR) and preprocesses a photo exactly as ``corolla.images`` does for a
-JPEG: header parse and EXIF orientation with Pillow, libjpeg-turbo decode (simplejpeg) with
+JPEG: size and EXIF orientation from Corolla's own header reader (``src/corolla/jpeg_header.py``,
+loaded by path; Pillow's header parse where it cannot tell), libjpeg-turbo decode (simplejpeg) with
 DCT-domain downscaling to no less than twice the size the resize needs, Pillow resize (squash
 or centre crop), ``(p * scale - mean) / std`` in float32. Inference runs through ONNX Runtime
 with BENCH_INTRA_THREADS threads (1: one per worker process, as Corolla runs with batching).
@@ -11,11 +12,14 @@ No Corolla import: the peers' virtual environments do not have it.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -37,6 +41,20 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
+
+def _load_jpeg_header() -> Any:
+    """``read_jpeg_header`` from the repository's src/corolla/jpeg_header.py, by path: the peers'
+    environments do not have Corolla, and it depends on simplejpeg only."""
+    path = Path(__file__).resolve().parents[2] / "src" / "corolla" / "jpeg_header.py"
+    spec = importlib.util.spec_from_file_location("corolla_jpeg_header", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.read_jpeg_header
+
+
+read_jpeg_header = _load_jpeg_header()
 
 MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", "flowers")
 PORT = env_int("BENCH_PORT", 8080)
@@ -87,13 +105,18 @@ class Model:
     def preprocess(self, data: bytes) -> np.ndarray:
         """Encoded photo -> one (H, W, 3) float32 example."""
         p = self.pre
-        im = Image.open(io.BytesIO(data))
-        if im.format == "JPEG" and im.mode in ("RGB", "L"):
-            try:
-                orientation = int(im.getexif().get(0x0112, 1))
-            except Exception:
-                orientation = 1
-            w, h = im.size
+        header = read_jpeg_header(data) if data[:3] == b"\xff\xd8\xff" else None
+        im = None if header is not None else Image.open(io.BytesIO(data))
+        if im is None or (im.format == "JPEG" and im.mode in ("RGB", "L")):
+            if header is not None:
+                w, h, orientation = header
+            else:
+                assert im is not None
+                try:
+                    orientation = int(im.getexif().get(0x0112, 1))
+                except Exception:
+                    orientation = 1
+                w, h = im.size
             if orientation in (5, 6, 7, 8):
                 mw, mh = self._min_size(h, w)
                 mw, mh = mh, mw

@@ -21,6 +21,7 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from corolla.errors import InvalidArgument
+from corolla.jpeg_header import read_jpeg_header
 from corolla.model_dir import ImagePreprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -117,12 +118,18 @@ def _min_source_size(src_w: int, src_h: int, spec: ImagePreprocessing) -> tuple[
     return math.ceil(src_w * s), math.ceil(src_h * s)
 
 
-def _decode_jpeg_fast(data: bytes, im: Image.Image, spec: ImagePreprocessing
-                      ) -> Image.Image | None:
-    if im.mode not in ("RGB", "L"):
-        return None  # CMYK / YCCK: Pillow converts these properly
-    orientation = _orientation(im)
-    w, h = im.size
+def _decode_jpeg_fast(data: bytes, im: Image.Image | None, spec: ImagePreprocessing, *,
+                      header: tuple[int, int, int] | None = None) -> Image.Image | None:
+    """Decode with libjpeg-turbo at a DCT scale; from Pillow's opened ``im`` or, without it,
+    from ``header`` (``read_jpeg_header``). None: Pillow decodes this one."""
+    if im is not None:
+        if im.mode not in ("RGB", "L"):
+            return None  # CMYK / YCCK: Pillow converts these properly
+        orientation = _orientation(im)
+        w, h = im.size
+    else:
+        assert header is not None
+        w, h, orientation = header
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: the display size is swapped
         min_w, min_h = _min_source_size(h, w, spec)
         min_w, min_h = min_h, min_w
@@ -162,6 +169,17 @@ def decode(
     ``spec`` needs). Raises InvalidArgument for anything that is not a whole, decodable image.
     """
     limits = limits or ImageLimits()
+    if spec is not None and not reference and data[:3] == b"\xff\xd8\xff":
+        header = read_jpeg_header(data)
+        if header is not None:
+            w, h, _ = header
+            limit = limits.max_pixels * FAST_JPEG_PIXEL_FACTOR
+            if w * h > limit:
+                raise InvalidArgument(
+                    f"image is {w}x{h} = {w * h} pixels, over the limit of {limit}")
+            fast = _decode_jpeg_fast(data, None, spec, header=header)
+            if fast is not None:
+                return fast.convert("L") if spec.channels == 1 else fast
     im = _open(data, limits, fast_jpeg=spec is not None and not reference)
     if im.format == "JPEG" and spec is not None and not reference:
         fast = _decode_jpeg_fast(data, im, spec)
