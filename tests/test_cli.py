@@ -165,7 +165,9 @@ def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
 
 def test_max_decoded_image_mib(tmp_path: Path) -> None:
     base = [f"--model_base_path={tmp_path}", "--model_name=m"]
-    assert options(base).max_decoded_image_bytes == 256 * 1024 * 1024
+    from corolla.service import MAX_DECODED_IMAGE_BYTES
+
+    assert options(base).max_decoded_image_bytes == MAX_DECODED_IMAGE_BYTES == 256 << 20
     assert options([*base, "--max_decoded_image_mib=64"]).max_decoded_image_bytes == 64 << 20
     with pytest.raises(CorollaError, match="max_decoded_image_mib"):
         options([*base, "--max_decoded_image_mib=0"])

@@ -95,9 +95,13 @@ def _open(data: bytes, limits: ImageLimits, *, fast_jpeg: bool = False) -> Image
     limit = limits.max_pixels
     if fast_jpeg and im.format == "JPEG" and im.mode in ("RGB", "L"):
         limit *= FAST_JPEG_PIXEL_FACTOR
+    _check_pixels(w, h, limit)
+    return im
+
+
+def _check_pixels(w: int, h: int, limit: int) -> None:
     if w * h > limit:
         raise InvalidArgument(f"image is {w}x{h} = {w * h} pixels, over the limit of {limit}")
-    return im
 
 
 def _orientation(im: Image.Image) -> int:
@@ -118,18 +122,10 @@ def _min_source_size(src_w: int, src_h: int, spec: ImagePreprocessing) -> tuple[
     return math.ceil(src_w * s), math.ceil(src_h * s)
 
 
-def _decode_jpeg_fast(data: bytes, im: Image.Image | None, spec: ImagePreprocessing, *,
-                      header: tuple[int, int, int] | None = None) -> Image.Image | None:
-    """Decode with libjpeg-turbo at a DCT scale; from Pillow's opened ``im`` or, without it,
-    from ``header`` (``read_jpeg_header``). None: Pillow decodes this one."""
-    if im is not None:
-        if im.mode not in ("RGB", "L"):
-            return None  # CMYK / YCCK: Pillow converts these properly
-        orientation = _orientation(im)
-        w, h = im.size
-    else:
-        assert header is not None
-        w, h, orientation = header
+def _decode_jpeg_fast(data: bytes, w: int, h: int, orientation: int, spec: ImagePreprocessing
+                      ) -> Image.Image:
+    """An RGB or grayscale JPEG of ``w`` x ``h`` pixels and that EXIF orientation, decoded with
+    libjpeg-turbo at a DCT scale and turned upright."""
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: the display size is swapped
         min_w, min_h = _min_source_size(h, w, spec)
         min_w, min_h = min_h, min_w
@@ -169,22 +165,20 @@ def decode(
     ``spec`` needs). Raises InvalidArgument for anything that is not a whole, decodable image.
     """
     limits = limits or ImageLimits()
-    if spec is not None and not reference and data[:3] == b"\xff\xd8\xff":
-        header = read_jpeg_header(data)
-        if header is not None:
-            w, h, _ = header
-            limit = limits.max_pixels * FAST_JPEG_PIXEL_FACTOR
-            if w * h > limit:
-                raise InvalidArgument(
-                    f"image is {w}x{h} = {w * h} pixels, over the limit of {limit}")
-            fast = _decode_jpeg_fast(data, None, spec, header=header)
-            if fast is not None:
-                return fast.convert("L") if spec.channels == 1 else fast
-    im = _open(data, limits, fast_jpeg=spec is not None and not reference)
-    if im.format == "JPEG" and spec is not None and not reference:
-        fast = _decode_jpeg_fast(data, im, spec)
-        if fast is not None:
-            return fast.convert("L") if spec.channels == 1 else fast
+    fast = spec is not None and not reference
+    # A plain JPEG's size and orientation without Pillow (corolla.jpeg_header), else Pillow's;
+    # CMYK and YCCK JPEGs, which Pillow converts properly, and other formats take Pillow's path.
+    header = read_jpeg_header(data) if fast and data[:3] == b"\xff\xd8\xff" else None
+    if header is not None:
+        _check_pixels(header[0], header[1], limits.max_pixels * FAST_JPEG_PIXEL_FACTOR)
+    else:
+        im = _open(data, limits, fast_jpeg=fast)
+        if fast and im.format == "JPEG" and im.mode in ("RGB", "L"):
+            header = (*im.size, _orientation(im))
+    if header is not None:
+        assert spec is not None
+        out = _decode_jpeg_fast(data, *header, spec)
+        return out.convert("L") if spec.channels == 1 else out
     # Corolla's own pixel limit was checked in _open, from the header.
     try:
         im.seek(0)  # GIF/WebP: the first frame

@@ -43,7 +43,7 @@ from corolla.repository.manager import Manager, ManagerOptions
 from corolla.runtimes.base import Activity, Runtime
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
 from corolla.runtimes.tensorflow import TensorflowOptions, TensorflowRuntime
-from corolla.service import PredictionService, ServiceOptions
+from corolla.service import MAX_DECODED_IMAGE_BYTES, PredictionService, ServiceOptions
 from corolla.tls import TlsFiles
 from corolla.warmup import WarmupOptions, warmup_hook
 from corolla.workers import START_TIMEOUT, WorkerLink, WorkerPool
@@ -69,7 +69,7 @@ class ServerOptions:
     manager: ManagerOptions = field(default_factory=ManagerOptions)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Model input that one request's encoded images may decode to (corolla.service).
-    max_decoded_image_bytes: int = 256 * 1024 * 1024
+    max_decoded_image_bytes: int = MAX_DECODED_IMAGE_BYTES
     decode_threads: int = 0  # 0: one per core
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 0.0

@@ -100,6 +100,9 @@ INLINE_DECODE_MAX_BYTES = 1 << 20
 # With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
 # load: 64 batches of 1 photo would refuse requests at concurrency 64.
 QUEUE_MIN_ROWS = 256
+# Encoded images in one request may decode to at most this much model input by default
+# (--max_decoded_image_mib).
+MAX_DECODED_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +113,7 @@ class ServiceOptions:
     max_batch_rows: int = 4096  # rows in one request
     # Encoded images in one request may decode to at most this many bytes of model input (a
     # 1x1 JPEG of ~600 bytes becomes 602 KB at 224x224x3 float32): checked before decoding.
-    max_decoded_image_bytes: int = 256 * 1024 * 1024
+    max_decoded_image_bytes: int = MAX_DECODED_IMAGE_BYTES
     # Run cheap unbatched models' whole requests on the event loop (see INLINE_WHOLE_MAX_MS):
     # the server turns this on where a process has one core (--inline_requests=auto).
     inline_requests: bool = False
@@ -668,7 +671,7 @@ def top_classes(md: ModelMetadata, outputs: Tensors, top_k: int | None
     k = len(md.labels) if not top_k else max(1, min(top_k, len(md.labels)))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
     labels = md.labels
-    # Python lists: indexing them is several times cheaper than numpy scalars (float64 values,
-    # so the floats are the same).
+    # Python lists: indexing them is cheaper than making numpy scalars (float64 values, so the
+    # floats are the same).
     return [[(labels[j], values[j]) for j in row]
             for row, values in zip(order, scores.tolist(), strict=True)]
