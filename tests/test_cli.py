@@ -171,3 +171,25 @@ def test_max_decoded_image_mib(tmp_path: Path) -> None:
     assert options([*base, "--max_decoded_image_mib=64"]).max_decoded_image_bytes == 64 << 20
     with pytest.raises(CorollaError, match="max_decoded_image_mib"):
         options([*base, "--max_decoded_image_mib=0"])
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_a_port_in_use_exits_1_with_message(tmp_path: Path, api: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from corolla.demo_model import write_demo_version
+
+    write_demo_version(tmp_path / "m", 1, size=16)
+    with socket.socket() as taken:  # a listener that does not share its port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = ([f"--rest_api_port={port}", "--port=0"] if api == "rest"
+                 else ["--rest_api_port=0", f"--port={port}"])
+        argv = ["serve", "--host=127.0.0.1", "--model_name=m",
+                f"--model_base_path={tmp_path / 'm'}", *ports]
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on {'127.0.0.1:' if api == 'rest' else 'port '}{port}" in err
+    assert ("REST API" if api == "rest" else "gRPC API") in err

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--access_log", default=False, **b)
     c.add_argument("--log_level", default="INFO")
     c.add_argument("--rest_workers", type=int, default=1,
-                   help="processes serving the REST API on one port (default 1). More help "
-                        "when the server's own work, not inference, fills a core: cheap models "
-                        "at high request rates. Each process loads every model")
+                   help="processes serving the REST and gRPC APIs, sharing their ports "
+                        "(default 1). More help when the server's own work, not inference, "
+                        "fills a core: cheap models at high request rates, or image models at "
+                        "high concurrency. Each process loads every model; a gRPC channel (one "
+                        "connection) stays on one process")
     c.add_argument("--inline_requests", default="auto", choices=["auto", "true", "false"],
                    help="run whole requests (decode and inference, in batches where batching "
                         "saves CPU) on the event loop instead of in threads; auto: where a "
@@ -340,7 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"corolla {__version__}")
         return 0
     from corolla.logging_setup import configure_logging
-    from corolla.server import ServerOptions, serve
+    from corolla.server import ListenError, ServerOptions, serve
 
     configure_logging(args.log_level, args.log_format)
     try:
@@ -351,10 +353,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert isinstance(options, ServerOptions)
     try:
         import uvloop
-
-        return uvloop.run(serve(options))
     except ImportError:
-        return asyncio.run(serve(options))
+        run: Callable[[Any], int] = asyncio.run
+    else:
+        run = uvloop.run
+    try:
+        return run(serve(options))
+    except ListenError as exc:
+        print(f"corolla serve: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:

@@ -97,6 +97,10 @@ class ServerOptions:
     log_format: str = "text"
 
 
+class ListenError(Exception):
+    """A listening port could not be opened (in use, or not allowed)."""
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: CorollaServer owns the shutdown order."""
 
@@ -150,6 +154,7 @@ class CorollaServer:
         self.metrics.instrument(self.service)
         if worker is not None:
             self.metrics.gather = worker.gather_metrics
+            self.service.reload_via = worker.reload_config
         self._v1_rest = TfServingRest(self.service)
         self._v2_rest: Any = None
         with contextlib.suppress(ImportError):
@@ -229,9 +234,34 @@ class CorollaServer:
                              .max_concurrent_requests,
                              health_open=self.options.auth_open_health,
                              access_log=self.options.access_log)
+        # Several processes share the port (--rest_workers); otherwise a second server on the
+        # same port fails to start instead of silently taking half the connections.
+        shared = self.options.rest_workers > 1 or self.worker is not None
         return build_grpc_server(self.service,
                                  max_message_bytes=self.options.grpc_max_message_bytes,
-                                 interceptors=[ops])
+                                 interceptors=[ops],
+                                 options=[("grpc.so_reuseport", 1 if shared else 0)])
+
+    async def _start_grpc(self) -> None:
+        opts = self.options
+        self._grpc = server = self._grpc_server()
+        if server is None:
+            return
+        address = f"[::]:{opts.grpc_port}" if opts.grpc_port else "[::]:0"
+        credentials = None
+        if opts.grpc_tls is not None:
+            from corolla.tls import grpc_server_credentials
+
+            credentials = grpc_server_credentials(opts.grpc_tls)
+        try:
+            if credentials is not None:
+                self.grpc_port = server.add_secure_port(address, credentials)
+            else:
+                self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio's "Failed to bind to address"
+            raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
+                              "is in use or not allowed") from exc
+        await self._grpc.start()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -252,7 +282,12 @@ class CorollaServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts.rest_workers > 1 or self.worker is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((opts.host, opts.rest_api_port))
+        try:
+            sock.bind((opts.host, opts.rest_api_port))
+        except OSError as exc:
+            sock.close()
+            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
+                              f"{exc.strerror or exc}") from exc
         sock.listen(2048)
         sock.setblocking(False)
         self.rest_port = sock.getsockname()[1]
@@ -277,30 +312,23 @@ class CorollaServer:
             self._tasks.append(asyncio.create_task(
                 self.keys.watch(opts.auth_reload_seconds, self._stop), name="keys-watch"))
         if self.worker is not None:
-            log.info("REST worker %d listening on %s:%d", self.worker.index, opts.host,
-                     self.rest_port)
+            if opts.grpc_port > 0:  # the main process's port, shared (SO_REUSEPORT)
+                await self._start_grpc()
+            log.info("REST worker %d listening on %s:%d%s", self.worker.index, opts.host,
+                     self.rest_port, f" and gRPC port {self.grpc_port}" if self._grpc else "")
             self._tasks.append(asyncio.create_task(
                 self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
                 name="fs-poll"))
             return
         if opts.grpc_port >= 0:
-            self._grpc = self._grpc_server()
-            if self._grpc is not None:
-                address = f"[::]:{opts.grpc_port}" if opts.grpc_port else "[::]:0"
-                if opts.grpc_tls is not None:
-                    from corolla.tls import grpc_server_credentials
-
-                    self.grpc_port = self._grpc.add_secure_port(
-                        address, grpc_server_credentials(opts.grpc_tls))
-                else:
-                    self.grpc_port = self._grpc.add_insecure_port(address)
-                await self._grpc.start()
+            await self._start_grpc()
         log.info("REST API on %s:%d%s%s, gRPC on port %d%s", opts.host, self.rest_port,
                  " (TLS)" if opts.rest_tls else "",
                  f" ({opts.rest_workers} processes)" if opts.rest_workers > 1 else "",
                  self.grpc_port, " (TLS)" if opts.grpc_tls else "")
         if opts.rest_workers > 1:
-            self.pool = WorkerPool(self, opts.rest_workers, self.rest_port)
+            self.pool = WorkerPool(self, opts.rest_workers, self.rest_port,
+                                   self.grpc_port if self._grpc is not None else -1)
             self.metrics.gather = self.pool.gather_metrics
             self.service.reload_listeners.append(self.pool.reload_config)
             self.metrics.add_source(self._workers_gauge)

@@ -134,9 +134,13 @@ class PredictionService:
         self.draining = False
         # Decoding and inference on the event loop, for versions marked "inline_whole".
         self.loop_runner = LoopRunner()
-        # Other processes serving the same models (REST workers): ReloadConfig reaches them too.
+        # Other processes serving the same models (workers): ReloadConfig reaches them too.
         self.reload_listeners: list[
             Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]] = []
+        # In a worker process: ReloadConfig goes to the main process, which applies it
+        # everywhere (this process included, through reload_config_here).
+        self.reload_via: Callable[[Sequence[ModelConfig], float | None],
+                                  Awaitable[None]] | None = None
         manager.prepare.append(self.in_background(self._attach_batcher))
 
     def in_background(self, hook: Callable[[LoadedVersion], None]
@@ -257,6 +261,14 @@ class PredictionService:
         """TF Serving's ReloadConfig: serve exactly ``configs``; return once every model's
         aspired versions are AVAILABLE, or raise the error of one that failed to load (or of
         a base path that cannot be read); DEADLINE_EXCEEDED past ``timeout``."""
+        if self.reload_via is not None:
+            await self.reload_via(configs, timeout)
+            return
+        await self.reload_config_here(configs, timeout=timeout)
+
+    async def reload_config_here(self, configs: Sequence[ModelConfig], *,
+                                 timeout: float | None = None) -> None:
+        """reload_config in this process (and its reload_listeners), never forwarded."""
         await self.manager.set_configs(configs)
         others = [asyncio.ensure_future(f(configs, timeout)) for f in self.reload_listeners]
         try:

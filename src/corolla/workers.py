@@ -1,23 +1,25 @@
-"""``--rest_workers N``: the REST API served by N processes sharing one port.
+"""``--rest_workers N``: the REST and gRPC APIs served by N processes sharing their ports.
 
 One Python process turns at most one core into HTTP parsing, JSON and routing (the GIL). When
 that is the bottleneck (cheap models: per-request server work costs more than inference), more
 processes are the only way to use more cores. Layout:
 
-- The **main process** is the server as with one worker: gRPC, REST, the models, the config
-  file poll, ReloadConfig, metrics. It binds the REST port with ``SO_REUSEPORT``.
-- **REST workers** (``N - 1`` processes, started with ``spawn``) each run the same REST app with
-  their own manager, models and batching, and bind the same port with ``SO_REUSEPORT``: the
-  kernel spreads new connections over the listening processes. A worker starts listening only
-  once its models have settled (loaded or failed), so no connection ever lands on a process
-  that is still loading. Each polls the model base paths itself (version directories appear in
-  every process within ``--file_system_poll_wait_seconds``).
+- The **main process** is the server as with one worker: REST, gRPC, the models, the config
+  file poll, metrics. It binds the REST and gRPC ports with ``SO_REUSEPORT``.
+- **Workers** (``N - 1`` processes, started with ``spawn``) each run the same REST app and gRPC
+  services with their own manager, models and batching, and bind the same two ports with
+  ``SO_REUSEPORT``: the kernel spreads new connections over the listening processes (a gRPC
+  channel is one connection, so one client channel stays on one process). A worker starts
+  listening only once its models have settled (loaded or failed), so no connection ever lands
+  on a process that is still loading. Each polls the model base paths itself (version
+  directories appear in every process within ``--file_system_poll_wait_seconds``).
 - **Control** goes over two pipes per worker. Main -> worker: new model configs (from the
   config file poll, or ReloadConfig, which returns only once every process has applied it),
   metrics collection. Worker -> main: a metrics scrape that landed on the worker is answered by
   the main process with every process's metrics merged, so Prometheus sees one server whichever
   process answers: counters and histograms summed, in-flight gauges summed, model state from
-  the main process.
+  the main process; a ReloadConfig that landed on the worker is carried out by the main
+  process, for every process.
 - **Lifecycle**: SIGTERM to the main process drains every worker the same way (readiness false,
   listeners close, in-flight requests finish); a worker that dies is restarted (backoff up to
   30 s); a worker whose main process disappears (its pipe closes) shuts itself down.
@@ -64,10 +66,14 @@ class PipeRpc:
         self._ids = itertools.count(1)
 
     def call(self, message: tuple[Any, ...], timeout: float) -> Any:
-        with self._lock:
+        # One call at a time: a call waits for the one in progress (a ReloadConfig can take
+        # minutes), but no longer than its own timeout.
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError(f"no answer to {message[0]!r} in {timeout:.0f} s (busy)")
+        try:
             rid = next(self._ids)
             self.conn.send((rid, message))
-            deadline = time.monotonic() + timeout
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.conn.poll(left):
@@ -78,6 +84,8 @@ class PipeRpc:
                         return value
                     code, text = value
                     raise CorollaError(text, Code[code])
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -128,12 +136,16 @@ class _Worker:
 
 
 class WorkerPool:
-    """The main process's handle on its REST workers."""
+    """The main process's handle on its workers."""
 
-    def __init__(self, server: CorollaServer, count: int, port: int) -> None:
+    def __init__(self, server: CorollaServer, count: int, port: int, grpc_port: int = -1
+                 ) -> None:
+        """``port``, ``grpc_port``: the ports the main process listens on, which the workers
+        share (``grpc_port`` -1: no gRPC)."""
         self.server = server
         self.count = count
         self.port = port
+        self.grpc_port = grpc_port
         self.configs: list[ModelConfig] = list(server.options.models)
         self.workers: list[_Worker] = []
         self._ctx = multiprocessing.get_context("spawn")
@@ -152,7 +164,8 @@ class WorkerPool:
     def _spawn(self, index: int, restarts: int = 0) -> _Worker:
         main_cmd, worker_cmd = self._ctx.Pipe()
         main_up, worker_up = self._ctx.Pipe()
-        options = replace(self.server.options, rest_api_port=self.port, grpc_port=-1,
+        options = replace(self.server.options, rest_api_port=self.port,
+                          grpc_port=self.grpc_port,
                           models=tuple(self.configs), model_config_file_poll_wait_seconds=0.0)
         proc = self._ctx.Process(target=worker_main, name=f"corolla-rest-{index}",
                                  args=(options, index, worker_cmd, worker_up), daemon=False)
@@ -214,8 +227,8 @@ class WorkerPool:
     async def reload_config(self, configs: Sequence[ModelConfig], timeout: float | None) -> None:
         """ReloadConfig: every worker applies ``configs`` and waits for its models."""
         self.configs = list(configs)
-        wait = timeout if timeout is not None else START_TIMEOUT
-        await self._each(("reload", self.configs, timeout), wait + RPC_TIMEOUT, strict=True)
+        await self._each(("reload", self.configs, timeout), _reload_wait(timeout),
+                         strict=True)
 
     async def _each(self, message: tuple[Any, ...], timeout: float, *,
                     strict: bool = False) -> None:
@@ -249,11 +262,21 @@ class WorkerPool:
         return render_families(merge_families(parts))
 
     def _answer_worker(self, message: tuple[Any, ...]) -> Any:
+        assert self._loop is not None
         if message[0] == "metrics":
-            assert self._loop is not None
             return asyncio.run_coroutine_threadsafe(self.gather_metrics(), self._loop).result(
                 RPC_TIMEOUT)
+        if message[0] == "reload":  # a ReloadConfig that a worker received: for every process
+            configs, timeout = message[1], message[2]
+            return asyncio.run_coroutine_threadsafe(
+                self.server.service.reload_config(configs, timeout=timeout), self._loop
+            ).result(_reload_wait(timeout))
         raise CorollaError(f"unknown request {message[0]!r}", Code.INVALID_ARGUMENT)
+
+
+def _reload_wait(timeout: float | None) -> float:
+    """How long a process waits for a ReloadConfig to be applied elsewhere."""
+    return (timeout if timeout is not None else START_TIMEOUT) + RPC_TIMEOUT
 
 
 # ---- the worker process's side --------------------------------------------------------------
@@ -270,6 +293,13 @@ class WorkerLink:
     async def gather_metrics(self) -> bytes:
         return await asyncio.to_thread(self.up.call, ("metrics",), 2 * RPC_TIMEOUT)
 
+    async def reload_config(self, configs: Sequence[ModelConfig], timeout: float | None
+                            ) -> None:
+        """ReloadConfig received by this worker: the main process applies it to every process
+        (this one included, through the control pipe) and answers when all have."""
+        await asyncio.to_thread(self.up.call, ("reload", list(configs), timeout),
+                                _reload_wait(timeout) + RPC_TIMEOUT)
+
     def serve(self, server: CorollaServer, loop: asyncio.AbstractEventLoop) -> None:
         def run(coro: Awaitable[Any], timeout: float | None) -> Any:
             return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)  # type: ignore[arg-type]
@@ -282,7 +312,7 @@ class WorkerLink:
                 return run(server.manager.set_configs(message[1]), RPC_TIMEOUT)
             if kind == "reload":
                 timeout = message[2]
-                return run(server.service.reload_config(message[1], timeout=timeout),
+                return run(server.service.reload_config_here(message[1], timeout=timeout),
                            None if timeout is None else timeout + RPC_TIMEOUT)
             raise CorollaError(f"unknown request {kind!r}", Code.INVALID_ARGUMENT)
 

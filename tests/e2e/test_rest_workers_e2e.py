@@ -1,9 +1,9 @@
-"""``--rest_workers 2``: two processes serve the REST API on one port, as one server.
+"""``--rest_workers 2``: two processes serve the REST and gRPC APIs on their ports, as one server.
 
-A real ``corolla serve`` process with one REST worker: connections spread over both processes,
-every answer is the same, metrics count every process's requests whichever process answers the
-scrape, ReloadConfig and the config file reach every process, a killed worker is replaced, and
-SIGTERM stops them all.
+A real ``corolla serve`` process with one worker: REST connections and gRPC channels spread over
+both processes, every answer is the same, metrics count every process's requests whichever
+process answers the scrape, ReloadConfig (received by either process) and the config file reach
+every process, a killed worker is replaced, and SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ import psutil
 import pytest
 
 from corolla.demo_model import write_demo_version
+from corolla.protocols.tensor_proto import from_numpy
 from corolla.protos.gen.tensorflow_serving.apis import (
+    get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
 )
 
 pytestmark = pytest.mark.slow
@@ -52,6 +56,34 @@ def _fresh_calls(server: Any, path: str, body: dict[str, Any], n: int) -> list[h
 
 
 BODY = {"instances": [[[[0.9, 0.1, 0.1]] * 64] * 64]}
+
+
+def _own_channel(server: Any) -> grpc.Channel:
+    """A channel with its own connection (gRPC shares one between channels by default)."""
+    return grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
+                                 options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _server_side_owner(server: Any, pids: set[int], client_port: int) -> int | None:
+    """The server process holding the gRPC connection whose client end is ``client_port``."""
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if (conn.laddr.port == server.grpc_port and conn.raddr
+                    and conn.raddr.port == client_port and conn.status == "ESTABLISHED"):
+                return pid
+    return None
+
+
+def _client_ports(grpc_port: int) -> set[int]:
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == grpc_port and c.status == "ESTABLISHED"}
+
+
+def _grpc_predict(channel: grpc.Channel, model: str, pixels: Any) -> Any:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    from_numpy(pixels, content=True, out=req.inputs["images"])
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=30)
 
 
 @pytest.fixture
@@ -152,3 +184,63 @@ def test_a_killed_worker_is_replaced(two: Any, wait: Any) -> None:
     assert [r.status_code for r in answers] == [200] * 16
     assert two.stop() == 0
     assert not new[0].is_running() or new[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_grpc_channels_spread_over_both_processes(two: Any) -> None:
+    import numpy as np
+
+    pids = {two.proc.pid, _workers(two)[0].pid}
+    pixels = np.full((1, 64, 64, 3), [0.9, 0.1, 0.1], dtype=np.float32)
+    channels = [_own_channel(two) for _ in range(24)]
+    try:
+        answers = [_grpc_predict(ch, "colours", pixels) for ch in channels]
+        assert len({a.SerializeToString(deterministic=True) for a in answers}) == 1
+        holders = {_server_side_owner(two, pids, port) for port in _client_ports(two.grpc_port)}
+        assert holders == pids, "both processes should hold some of the 24 gRPC connections"
+    finally:
+        for ch in channels:
+            ch.close()
+    # Counted once each, whichever process served them and whichever answers the scrape.
+    for _ in range(4):
+        with httpx.Client(base_url=two.url, timeout=30) as c:
+            m = _scrape(c.get("/metrics").text)
+        assert m[':tensorflow:serving:request_count{model_name="colours",status="OK"}'] == 24
+
+
+def test_reload_config_received_by_the_worker_reaches_every_process(two: Any) -> None:
+    (worker,) = _workers(two)
+    pids = {two.proc.pid, worker.pid}
+    # Open channels until one's connection is held by the worker (the kernel picks).
+    opened: list[grpc.Channel] = []
+    on_worker = None
+    try:
+        for _ in range(64):
+            before = _client_ports(two.grpc_port)
+            ch = _own_channel(two)
+            opened.append(ch)
+            status = model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(
+                    model_spec={"name": "colours"}), timeout=30)
+            assert status.model_version_status[0].state == 30  # AVAILABLE
+            (port,) = _client_ports(two.grpc_port) - before
+            if _server_side_owner(two, pids, port) == worker.pid:
+                on_worker = ch
+                break
+        assert on_worker is not None, "no gRPC connection landed on the worker"
+        stub = model_service_pb2_grpc.ModelServiceStub(on_worker)
+        req = model_management_pb2.ReloadConfigRequest()
+        for name in ("colours", "tiny"):
+            req.config.model_config_list.config.add(name=name, base_path=f"models/{name}")
+        assert stub.HandleReloadConfigRequest(req, timeout=60).status.error_code == 0
+        tiny = {"instances": [[[[0.1, 0.9, 0.1]] * 16] * 16]}
+        answers = _fresh_calls(two, "/v1/models/tiny:predict", tiny, 16)
+        assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers]
+        # A model that cannot load fails the RPC on the worker with the main process's error.
+        bad = model_management_pb2.ReloadConfigRequest()
+        bad.config.model_config_list.config.add(name="nope", base_path="models/nope")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.HandleReloadConfigRequest(bad, timeout=60)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        for ch in opened:
+            ch.close()
