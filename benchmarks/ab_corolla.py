@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="results file name")
     p.add_argument("--model", default="cnn", choices=["flowers", "cnn", "tiny", "micro"])
-    p.add_argument("--format", default="raw", choices=["raw", "b64"])
+    p.add_argument("--format", default="raw", choices=["raw", "b64", "grpc"],
+                   help="raw upload, b64 JSON, or TF Serving gRPC Predict (harness/grpc_load.py; "
+                        "not for the floor server)")
     p.add_argument("--variant", action="append", required=True,
                    help="NAME=FLAGS (extra corolla serve flags; repeat for each variant)")
     p.add_argument("--micro-size", type=int, default=8,
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models import build_models, micro_image_model, micro_jpegs
     from harness.procs import Server
     from harness.servers import build
-    from harness.workload import FORMATS, pick_photos, write_bodies
+    from harness.workload import FORMATS, grpc_formats, pick_photos, write_bodies
 
     variants = []
     for v in args.variant:
@@ -81,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     work = (HERE / ".work" / "ab").resolve()
     work.mkdir(parents=True, exist_ok=True)
     models = build_models(work, envs.REPO)
-    fmt = FORMATS["corolla"][args.format]
+    fmt = (grpc_formats(args.model)["grpc"] if args.format == "grpc"
+           else FORMATS["corolla"][args.format])
     if args.model == "micro":
         models["micro"] = micro_image_model(work, args.micro_size)
         photos = micro_jpegs(16 if args.micro_size <= 8 else args.micro_size)
         bodies = [fmt.image(p) for p in photos] if fmt.image else []
     elif args.model == "tiny":
+        if args.format == "grpc":
+            raise SystemExit("--format grpc is for the image models")
         from harness.workload import feature_rows
 
         fmt = FORMATS["corolla"]["b64"]  # the tiny model's JSON rows
@@ -123,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r} {name}: {rps:.1f} photos/s in process (batch {batch}, "
                       f"{procs} processes)", flush=True)
                 continue
-            srv, port, _ = build("corolla", model=args.model, info=models[args.model],
-                                 batching=True, work=work)
+            srv, port, grpc_port = build("corolla", model=args.model, info=models[args.model],
+                                         batching=True, work=work)
             if flags[:1] == ["@floor"]:  # benchmarks/floor_server.py instead of Corolla
+                if args.format == "grpc":
+                    raise SystemExit("the floor server speaks HTTP only")
                 srv = Server("floor", [sys.executable, str(HERE / "floor_server.py"),
                                        "--model-dir", str(models[args.model]["version_dir"]),
                                        "--port", str(port), *flags[1:]],
@@ -137,7 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}" + fmt.path.format(model=args.model)
             srv.start()
             try:
-                srv.wait_ready(url, bodies[0], fmt.content_type)
+                if args.format == "grpc":  # ready once the REST API answers a raw upload
+                    ready = FORMATS["corolla"]["raw"]
+                    srv.wait_ready(f"http://127.0.0.1:{port}"
+                                   + ready.path.format(model=args.model), photos[0],
+                                   ready.content_type)
+                    url = f"grpc://127.0.0.1:{grpc_port}{fmt.path}"
+                else:
+                    srv.wait_ready(url, bodies[0], fmt.content_type)
                 p = measure(srv, url, body_file, fmt.content_type,
                             connections=args.concurrency, seconds=args.seconds,
                             warmup=args.warmup)

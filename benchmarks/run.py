@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "src/corolla/default_model/flowers if present, else a stand-in)")
     ap.add_argument("--no-limit", action="store_true", help="skip the in-process limit")
     ap.add_argument("--corolla-workers", default="2",
-                    help="extra Corolla variants with --rest_workers N (batching on, REST "
-                         "only), comma-separated; '' for none (default 2)")
+                    help="extra Corolla variants with --rest_workers N (batching on), "
+                         "comma-separated; '' for none (default 2)")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     args = ap.parse_args(argv)
     q = args.quick

@@ -115,8 +115,6 @@ def run_suite(args: argparse.Namespace) -> int:
             for batching, workers in variants:
                 fmts = []
                 for fmt in formats_for(server, model):
-                    if workers > 1 and fmt.name == "grpc":
-                        continue  # REST workers serve REST; gRPC stays in the main process
                     bodies = bodies_for(fmt, info["image"], photos, rows)
                     if bodies is not None:
                         path = WORK / "bodies" / f"{server}-{fmt.name}-{model}.bin"

@@ -27,7 +27,9 @@ async def _user(addr: str, method: str, bodies: list[bytes], deadline: float,
                 lat: list[float], errors: dict[str, int]) -> None:
     async with grpc.aio.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20)]) as ch:
+            ("grpc.max_send_message_length", 64 << 20),
+            # Its own connection: by default gRPC shares one between channels to one address.
+            ("grpc.use_local_subchannel_pool", 1)]) as ch:
         call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
         i = random.randrange(len(bodies))
         while time.perf_counter() < deadline:

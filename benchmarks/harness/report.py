@@ -179,7 +179,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
                  "| server CPU ms/req | loadgen cores | other cores | RSS MiB | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in pts:
-            server = p["server"] + (f" ({p['workers']} REST processes)"
+            server = p["server"] + (f" ({p['workers']} processes)"
                                     if p.get("workers", 1) > 1 else "")
             L.append(f"| {server} | {p['format']} | {'on' if p['batching'] else 'off'} | "
                      f"{p['concurrency']} | {p['rps']:,.1f} | {p['p50_ms']:.1f} | "
