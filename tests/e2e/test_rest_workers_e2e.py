@@ -58,6 +58,18 @@ def _fresh_calls(server: Any, path: str, body: dict[str, Any], n: int) -> list[h
 BODY = {"instances": [[[[0.9, 0.1, 0.1]] * 64] * 64]}
 
 
+def _scrapes_counting(server: Any, n: int, scrapes: int = 6) -> list[dict[str, float]]:
+    """Metrics scraped on ``scrapes`` new connections (any process may answer), each checked
+    to count ``n`` successful colours predictions."""
+    out = []
+    for _ in range(scrapes):
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            m = _scrape(c.get("/metrics").text)
+        assert m[':tensorflow:serving:request_count{model_name="colours",status="OK"}'] == n
+        out.append(m)
+    return out
+
+
 def _own_channel(server: Any) -> grpc.Channel:
     """A channel with its own connection (gRPC shares one between channels by default)."""
     return grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
@@ -116,10 +128,7 @@ def test_two_processes_share_the_port_and_count_as_one(two: Any) -> None:
         for c in clients:
             c.close()
     # Every scrape, whichever process answers it, counts all 24 predictions.
-    for _ in range(6):
-        with httpx.Client(base_url=two.url, timeout=30) as c:
-            m = _scrape(c.get("/metrics").text)
-        assert m[':tensorflow:serving:request_count{model_name="colours",status="OK"}'] == 24
+    for m in _scrapes_counting(two, 24):
         assert m["corolla_rest_processes"] == 2
         assert m['corolla_model_ready{model_name="colours"}'] == 1
 
@@ -201,10 +210,7 @@ def test_grpc_channels_spread_over_both_processes(two: Any) -> None:
         for ch in channels:
             ch.close()
     # Counted once each, whichever process served them and whichever answers the scrape.
-    for _ in range(4):
-        with httpx.Client(base_url=two.url, timeout=30) as c:
-            m = _scrape(c.get("/metrics").text)
-        assert m[':tensorflow:serving:request_count{model_name="colours",status="OK"}'] == 24
+    _scrapes_counting(two, 24)
 
 
 def test_reload_config_received_by_the_worker_reaches_every_process(two: Any) -> None:
