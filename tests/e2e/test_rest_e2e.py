@@ -129,6 +129,18 @@ def test_status(server: Any) -> None:
     assert ok(server.get("/v1/models/colors/versions/1")) == expected
 
 
+def test_head_answers_as_get_without_a_body(server: Any) -> None:
+    for path in ("/v1/models/colors", "/v1/models/colors/versions/1/metadata"):
+        got = server.http.get(path)
+        head = server.http.head(path)
+        assert head.status_code == got.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content))
+    assert server.http.head("/v1/models/nothing").status_code == 404
+    assert server.http.head("/v1/models/colors:predict").status_code == 404
+
+
 def test_metadata(server: Any) -> None:
     for path in ("/v1/models/colors/metadata", "/v1/models/colors/versions/1/metadata"):
         doc = ok(server.get(path))
@@ -659,6 +671,8 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("bad-verb", "POST", "/v1/models/colors:explain", {"json": {}}, 404, "Malformed request"),
     ("put", "PUT", "/v1/models/colors:predict", {"json": {}}, 405, "PUT"),
     ("unknown-path", "GET", "/v1/nothing", {}, 404, ""),
+    # Answered, not redirected to /v1/models/ (TF Serving answers 404 here).
+    ("no-model-name", "GET", "/v1/models", {}, 404, "Malformed request"),
 ]
 
 

@@ -53,7 +53,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(routes: Sequence[BaseRoute], middleware: Sequence[Middleware] = ()) -> Starlette:
-    return Starlette(
+    app = Starlette(
         routes=list(routes),
         middleware=list(middleware),
         exception_handlers={
@@ -62,3 +62,7 @@ def build_app(routes: Sequence[BaseRoute], middleware: Sequence[Middleware] = ()
             Exception: _unexpected,
         },
     )
+    # A path that no route takes is answered 404 as TF Serving does, not redirected to the
+    # same path with a slash added (``/v1/models`` -> ``/v1/models/``, which is a 404 too).
+    app.router.redirect_slashes = False
+    return app

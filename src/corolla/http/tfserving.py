@@ -48,7 +48,8 @@ def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
         version_num = None
     verb = m.group("verb") or ("metadata" if m.group("meta") else "status")
     spec = ModelSpec(name=m.group("name"), version=version_num, label=m.group("label"))
-    if (verb == "status" or verb == "metadata") != (method == "GET"):
+    # HEAD answers as GET does, without the body (uvicorn drops it).
+    if (verb == "status" or verb == "metadata") != (method in ("GET", "HEAD")):
         raise NotFound(f"Malformed request: {method} {path}")
     return spec, verb
 
