@@ -126,6 +126,22 @@ async def test_service_counts_requests_in_flight_and_load_time_runs_are_backgrou
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _choose(c: Any, runs: int, solo_ms: float, main_ms: float) -> list[bool]:
+    """``runs`` runs alone whose solo and main runs take the given times; their picks."""
+    picks = []
+    for _ in range(runs):
+        solo = c.pick()
+        picks.append(solo)
+        c.record(solo, solo_ms if solo else main_ms)
+    return picks
+
+
+def _gaps(picks: list[bool], probe: bool) -> list[int]:
+    """Runs between successive picks equal to ``probe`` (the first counted from the start)."""
+    at = [i + 1 for i, p in enumerate(picks) if p is probe]
+    return [b - a for a, b in zip([0, *at], at, strict=False)]
+
+
 def test_solo_choice_follows_the_measurements_and_keeps_probing() -> None:
     from corolla.runtimes.onnx import SoloChoice
 
@@ -134,22 +150,24 @@ def test_solo_choice_follows_the_measurements_and_keeps_probing() -> None:
     c.record(True, 4.0)
     assert c.pick() is False  # then the main one, once
     c.record(False, 6.0)
-    picks = []
-    for _ in range(3 * SoloChoice.PROBE):
-        solo = c.pick()
-        picks.append(solo)
-        c.record(solo, 4.0 if solo else 6.0)
-    # Solo is faster: it runs, except every PROBE-th run, which keeps the main one measured.
-    assert picks.count(False) == 3 and c.prefers_solo()
-    # The kernel places the solo session's threads badly now: its runs take 9 ms.
-    picks = []
-    for _ in range(4 * SoloChoice.PROBE):
-        solo = c.pick()
-        picks.append(solo)
-        c.record(solo, 9.0 if solo else 6.0)
+    # Solo is faster: it runs, except for probes of the main session, which come ever less
+    # often while they lose (every PROBE-th run alone, then twice that, up to MAX_PROBE).
+    picks = _choose(c, 8 + 16 + 32 + 64 + 128 + 128, solo_ms=4.0, main_ms=6.0)
+    assert _gaps(picks, probe=False) == [8, 16, 32, 64, 128, 128]
+    assert c.prefers_solo() and c.probe_interval == SoloChoice.MAX_PROBE
+    # The main session gets faster: its next probe wins, so probes come every PROBE-th run
+    # again until the averages flip.
+    picks = _choose(c, 200, solo_ms=4.0, main_ms=2.0)
     assert not c.prefers_solo()
-    tail = picks[-2 * SoloChoice.PROBE:]
-    assert tail.count(True) == 2  # only the probes
+    flip = picks.index(False) + 1
+    assert flip == SoloChoice.MAX_PROBE  # the first probe after the change...
+    assert _gaps(picks[flip:], probe=False)[0] == SoloChoice.PROBE  # ...brings the next soon
+    # Now the main session is chosen, and the solo session's losing probes back off again.
+    assert picks[-16:].count(True) <= 1
+    # The kernel places the solo session's threads badly: runs alone stay on the main one.
+    c = SoloChoice()
+    picks = _choose(c, 2 + 8 + 16 + 32, solo_ms=9.0, main_ms=6.0)
+    assert picks[:2] == [True, False] and _gaps(picks[2:], probe=True) == [8, 16, 32]
     # A solo run as fast as the main one is not worth its threads (MARGIN).
     c2 = SoloChoice()
     c2.record(True, 5.8)
@@ -175,7 +193,8 @@ def test_a_solo_session_slower_than_the_main_one_stops_being_used(version: Path)
     for _ in range(40):
         servable.predict(_x())
     assert used[:2] == ["solo", "main"]  # each measured once
-    assert used[-16:].count("solo") == 2  # then only the probes take it
+    # then only the probes take it: after 8 more runs alone, then after 16 more (then 32)
+    assert [i for i, u in enumerate(used) if u == "solo"] == [0, 9, 25]
 
 
 async def test_metrics_show_the_solo_sessions_runs_and_measurements(version: Path) -> None:

@@ -94,38 +94,58 @@ def _session(graph: Path, options: OnnxOptions, intra_op_threads: int, *, spin: 
 class SoloChoice:
     """Which session a run alone takes, by measurement: the solo session while its runs take
     at most MARGIN of the main session's wall time per row (both measured alone), else the
-    main one. Every PROBE-th run alone takes the other session, so both measurements stay
-    current: on a 2-core machine the two-thread session was, for stretches of time and for no
-    reason found, slower than one thread (docs/operations.md). Called from the thread of a run
-    alone; two runs alone at once are rare and only blur the averages."""
+    main one. Now and then a run alone takes the other session (a probe), so both measurements
+    stay current: on a 2-core machine the two-thread session was, for stretches of time and for
+    no reason found, slower than one thread (docs/operations.md). Probes come every PROBE-th
+    run alone; each probe that would not have been chosen doubles the interval, up to
+    MAX_PROBE, and one that would have been resets it: a solo session that keeps losing costs
+    its extra CPU on one run in MAX_PROBE instead of one in PROBE, and a change is still
+    noticed at the next probe. Called from the thread of a run alone; two runs alone at once
+    are rare and only blur the averages."""
 
     PROBE = 8
+    MAX_PROBE = 128
     MARGIN = 0.9
     ALPHA = 0.2  # weight of a new measurement in the moving averages
 
-    __slots__ = ("_runs", "main_ms", "solo_ms")
+    __slots__ = ("_interval", "_runs", "main_ms", "solo_ms")
 
     def __init__(self) -> None:
         self.solo_ms: float | None = None
         self.main_ms: float | None = None
-        self._runs = 0
+        self._runs = 0  # runs alone since the last probe
+        self._interval = self.PROBE
 
     def prefers_solo(self) -> bool:
         if self.solo_ms is None or self.main_ms is None:
             return True
         return self.solo_ms <= self.MARGIN * self.main_ms
 
+    @property
+    def probe_interval(self) -> int:
+        return self._interval
+
     def pick(self) -> bool:
         """True: this run alone takes the solo session."""
-        self._runs += 1
         if self.solo_ms is None:
             return True
         if self.main_ms is None:
             return False
         best = self.prefers_solo()
-        return not best if self._runs % self.PROBE == 0 else best
+        self._runs += 1
+        if self._runs >= self._interval:
+            self._runs = 0
+            return not best
+        return best
 
     def record(self, solo: bool, ms_per_row: float) -> None:
+        if self.solo_ms is not None and self.main_ms is not None:
+            best = self.prefers_solo()
+            if solo != best:  # a probe: would this run have won?
+                won = (ms_per_row <= self.MARGIN * self.main_ms if solo
+                       else self.solo_ms > self.MARGIN * ms_per_row)
+                self._interval = (self.PROBE if won
+                                  else min(self.MAX_PROBE, 2 * self._interval))
         prev = self.solo_ms if solo else self.main_ms
         value = ms_per_row if prev is None else prev + self.ALPHA * (ms_per_row - prev)
         if solo:
