@@ -267,6 +267,22 @@ class Metrics:
         self.add_source(lambda: _model_gauges(service))
 
 
+def _add_solo_stats(solo_runs: Metric, alone_ms: Metric, name: str, loaded: Any) -> None:
+    """A version's solo-session samples (runtimes/onnx.py), where it has a solo session."""
+    inner = getattr(loaded.servable, "inner", loaded.servable)
+    stats_of = getattr(inner, "solo_stats", None)
+    stats = stats_of() if callable(stats_of) else None
+    if not stats:
+        return
+    labels = {"model_name": name, "version": str(loaded.version)}
+    solo_runs.add_sample("corolla_onnx_solo_runs_total", labels, stats["runs"] or 0.0)
+    for session in ("main", "solo"):
+        value = stats[f"{session}_ms_per_row"]
+        if value is not None:
+            alone_ms.add_sample("corolla_onnx_alone_ms_per_row", {**labels, "session": session},
+                                value)
+
+
 def _model_gauges(service: Any) -> Iterable[Metric]:
     manager = service.manager
     versions = Metric("corolla_model_versions", "Model versions by state.", "gauge")
@@ -278,6 +294,19 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
     depth = Metric(
         "corolla_batch_queue_depth",
         "Requests waiting in the batch queues of the model's versions.",
+        "gauge",
+    )
+    solo_runs = Metric(
+        "corolla_onnx_solo_runs",
+        "Model runs served by the ONNX solo session (a request served alone; "
+        "--onnx_solo_threads).",
+        "counter",
+    )
+    alone_ms = Metric(
+        "corolla_onnx_alone_ms_per_row",
+        "Moving average of the wall milliseconds per row of runs served alone, by ONNX "
+        "session (main, solo): a run alone takes the solo session while it is at most 0.9 "
+        "of the main one.",
         "gauge",
     )
     for name in manager.model_names():
@@ -293,39 +322,11 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
         )
         entry = manager.serving_map.models.get(name)
         total = 0
-        if entry is not None:
-            for loaded in entry.versions.values():
-                batcher = loaded.extras.get("batcher") or loaded.extras.get("slots")
-                total += getattr(batcher, "queue_depth", 0)
-        depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
-    solo_runs = Metric(
-        "corolla_onnx_solo_runs",
-        "Model runs served by the ONNX solo session (a request served alone; "
-        "--onnx_solo_threads).",
-        "counter",
-    )
-    alone_ms = Metric(
-        "corolla_onnx_alone_ms_per_row",
-        "Moving average of the wall milliseconds per row of runs served alone, by ONNX "
-        "session (main, solo): a run alone takes the solo session while it is at most 0.9 "
-        "of the main one.",
-        "gauge",
-    )
-    for name in manager.model_names():
-        entry = manager.serving_map.models.get(name)
         for loaded in entry.versions.values() if entry is not None else ():
-            inner = getattr(loaded.servable, "inner", loaded.servable)
-            stats_of = getattr(inner, "solo_stats", None)
-            stats = stats_of() if callable(stats_of) else None
-            if not stats:
-                continue
-            labels = {"model_name": name, "version": str(loaded.version)}
-            solo_runs.add_sample("corolla_onnx_solo_runs_total", labels, stats["runs"] or 0.0)
-            for session in ("main", "solo"):
-                value = stats[f"{session}_ms_per_row"]
-                if value is not None:
-                    alone_ms.add_sample("corolla_onnx_alone_ms_per_row",
-                                        {**labels, "session": session}, value)
+            batcher = loaded.extras.get("batcher") or loaded.extras.get("slots")
+            total += getattr(batcher, "queue_depth", 0)
+            _add_solo_stats(solo_runs, alone_ms, name, loaded)
+        depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
     server = Metric(
         "corolla_server_ready",
         "1 when every configured model is AVAILABLE and the server is not draining.",

@@ -234,13 +234,17 @@ class CorollaServer:
                              .max_concurrent_requests,
                              health_open=self.options.auth_open_health,
                              access_log=self.options.access_log)
-        # Several processes share the port (--rest_workers); otherwise a second server on the
-        # same port fails to start instead of silently taking half the connections.
-        shared = self.options.rest_workers > 1 or self.worker is not None
         return build_grpc_server(self.service,
                                  max_message_bytes=self.options.grpc_max_message_bytes,
                                  interceptors=[ops],
-                                 options=[("grpc.so_reuseport", 1 if shared else 0)])
+                                 options=[("grpc.so_reuseport", 1 if self.shares_ports else 0)])
+
+    @property
+    def shares_ports(self) -> bool:
+        """Several processes listen on the REST and gRPC ports (--rest_workers, SO_REUSEPORT);
+        otherwise a second server on the same port fails to start instead of silently taking
+        half the connections."""
+        return self.options.rest_workers > 1 or self.worker is not None
 
     async def _start_grpc(self) -> None:
         opts = self.options
@@ -280,7 +284,7 @@ class CorollaServer:
                 lambda: all(self.manager.settled(n) for n in names), START_TIMEOUT)
         sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if opts.rest_workers > 1 or self.worker is not None:
+        if self.shares_ports:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((opts.host, opts.rest_api_port))

@@ -119,7 +119,11 @@ class SoloChoice:
     def prefers_solo(self) -> bool:
         if self.solo_ms is None or self.main_ms is None:
             return True
-        return self.solo_ms <= self.MARGIN * self.main_ms
+        return self._solo_wins(self.solo_ms, self.main_ms)
+
+    @classmethod
+    def _solo_wins(cls, solo_ms: float, main_ms: float) -> bool:
+        return solo_ms <= cls.MARGIN * main_ms
 
     @property
     def probe_interval(self) -> int:
@@ -142,8 +146,8 @@ class SoloChoice:
         if self.solo_ms is not None and self.main_ms is not None:
             best = self.prefers_solo()
             if solo != best:  # a probe: would this run have won?
-                won = (ms_per_row <= self.MARGIN * self.main_ms if solo
-                       else self.solo_ms > self.MARGIN * ms_per_row)
+                won = (self._solo_wins(ms_per_row, self.main_ms) if solo
+                       else not self._solo_wins(self.solo_ms, ms_per_row))
                 self._interval = (self.PROBE if won
                                   else min(self.MAX_PROBE, 2 * self._interval))
         prev = self.solo_ms if solo else self.main_ms
