@@ -56,23 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--warmup", type=float, default=2)
     p.add_argument("--pin", default="", help="run the servers under taskset -c PIN")
-    p.add_argument("--photos", type=Path,
-                   default=envs.REPO.parent / "shared" / "datasets" / "flower_photos")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    envs.add_photo_and_out_args(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if Path(sys.prefix).resolve() != (HERE / ".venvs" / "corolla").resolve():
-        py = envs.ensure("corolla")  # the harness's environment (as benchmarks/run.py)
-        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    envs.run_in_harness(__file__)  # the harness's environment
     from harness.bench import corolla_code, machine_info
     from harness.limit import throughput
     from harness.loadgen import ensure_wrk, measure
-    from harness.models import build_models, micro_image_model, micro_jpegs
-    from harness.procs import Server
-    from harness.servers import build
+    from harness.models import micro_photos, models_for_ab
+    from harness.servers import build, floor
     from harness.workload import FORMATS, grpc_formats, pick_photos, write_bodies
 
     variants = []
@@ -81,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((name, shlex.split(flags)))
     ensure_wrk()
     work = (HERE / ".work" / "ab").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    models = build_models(work, envs.REPO)
+    models = models_for_ab(work, envs.REPO, args.model, args.micro_size)
     fmt = (grpc_formats(args.model)["grpc"] if args.format == "grpc"
            else FORMATS["corolla"][args.format])
     if args.model == "micro":
-        models["micro"] = micro_image_model(work, args.micro_size)
-        photos = micro_jpegs(16 if args.micro_size <= 8 else args.micro_size)
+        photos = micro_photos(args.micro_size)
         bodies = [fmt.image(p) for p in photos] if fmt.image else []
     elif args.model == "tiny":
         if args.format == "grpc":
@@ -133,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             if flags[:1] == ["@floor"]:  # benchmarks/floor_server.py instead of Corolla
                 if args.format == "grpc":
                     raise SystemExit("the floor server speaks HTTP only")
-                srv = Server("floor", [sys.executable, str(HERE / "floor_server.py"),
-                                       "--model-dir", str(models[args.model]["version_dir"]),
-                                       "--port", str(port), *flags[1:]],
-                             log_path=work / "logs" / f"floor-{args.model}.log")
+                srv = floor(model=args.model, info=models[args.model], port=port, work=work,
+                            flags=flags[1:])
             else:
                 srv.argv += flags
             if args.pin:
@@ -171,20 +162,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str:
     points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
-    m: dict[str, object] = doc["machine"]  # type: ignore[assignment]
-    load = m.get("loadavg_start") or ()
-    machine = (f"{m.get('cpus')} cores, {m.get('memory_gb')} GiB, {m.get('platform')}, Python "
-               f"{m.get('python')}, load average at start "
-               + ", ".join(f"{x:.2f}" for x in load))  # type: ignore[union-attr]
+    from harness.bench import ab_report_head
+
     lines = [
-        f"# A/B {doc['name']}: {doc['started']}", "",
-        f"Machine: {machine}. Corolla code: {doc['code']}.", "",
-        f"Model {doc['model']}"
-        + (f" ({doc['micro_size']}x{doc['micro_size']} input)" if doc.get("micro_size") else "")
-        + f", {doc['format']} bodies, concurrency {doc['concurrency']}, "
-        f"{doc['seconds']} s a point after a warm-up, rounds alternating the variants"
-        + (f"; servers pinned with `taskset -c {doc['pin']}`" if doc["pin"] else "") + ".",
-        "Command: `python3 benchmarks/ab_corolla.py " + shlex.join(sys.argv[1:]) + "`", "",
+        *ab_report_head(
+            "A/B", doc,
+            f"{doc['format']} bodies, concurrency {doc['concurrency']}, {doc['seconds']} s a "
+            "point after a warm-up, rounds alternating the variants"
+            + (f"; servers pinned with `taskset -c {doc['pin']}`" if doc["pin"] else "") + ".",
+            "ab_corolla.py"),
         "| variant | extra flags | req/s by round | mean req/s | vs first | vs limit "
         "| CPU ms/req (mean) | p50 ms (mean) | p99 ms (mean) | errors |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -91,35 +89,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--cpu", default="1", help="the core the servers are pinned to")
-    p.add_argument("--photos", type=Path,
-                   default=envs.REPO.parent / "shared" / "datasets" / "flower_photos")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    envs.add_photo_and_out_args(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if Path(sys.prefix).resolve() != (HERE / ".venvs" / "corolla").resolve():
-        py = envs.ensure("corolla")  # the harness's environment (as benchmarks/run.py)
-        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    envs.run_in_harness(__file__)  # the harness's environment
     perf = shutil.which("perf")
     if perf is None:
         raise SystemExit("perf_split.py needs perf (Debian: apt-get install linux-perf)")
     import psutil
     from harness.bench import corolla_code, machine_info
     from harness.loadgen import _wrk, ensure_wrk
-    from harness.models import build_models, micro_image_model, micro_jpegs
-    from harness.procs import Server, cpu_seconds_between
-    from harness.servers import build
+    from harness.models import micro_photos, models_for_ab
+    from harness.procs import cpu_seconds_between
+    from harness.servers import build, floor
     from harness.workload import FORMATS, pick_photos, write_bodies
 
     ensure_wrk()
     work = (HERE / ".work" / "perf").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    models = build_models(work, envs.REPO)
+    models = models_for_ab(work, envs.REPO, args.model, args.micro_size)
     if args.model == "micro":
-        models["micro"] = micro_image_model(work, args.micro_size)
-        photos = micro_jpegs(16 if args.micro_size <= 8 else args.micro_size)
+        photos = micro_photos(args.micro_size)
     else:
         photos = [p.read_bytes() for p in pick_photos(args.photos, 256)]
     fmt = FORMATS["corolla"]["raw"]
@@ -139,10 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             srv, port, _ = build("corolla", model=args.model, info=info, batching=True,
                                  work=work)
             if variant == "floor":
-                srv = Server("floor", [sys.executable, str(HERE / "floor_server.py"),
-                                       "--model-dir", str(info["version_dir"]),
-                                       "--port", str(port), "--procs", "1"],
-                             log_path=work / "logs" / f"floor-{args.model}.log")
+                srv = floor(model=args.model, info=info, port=port, work=work,
+                            flags=["--procs", "1"])
             elif variant != "corolla":
                 raise SystemExit(f"unknown variant {variant!r} (corolla, floor)")
             srv.argv = ["taskset", "-c", args.cpu, *srv.argv]
@@ -203,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(doc: dict[str, object], variants: list[str]) -> str:
     points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
-    m: dict[str, object] = doc["machine"]  # type: ignore[assignment]
-    load = m.get("loadavg_start") or ()
-    machine = (f"{m.get('cpus')} cores, {m.get('memory_gb')} GiB, {m.get('platform')}, Python "
-               f"{m.get('python')}, load average at start "
-               + ", ".join(f"{x:.2f}" for x in load))  # type: ignore[union-attr]
+    from harness.bench import ab_report_head
 
     def mean(variant: str, key: str, group: str | None = None) -> float:
         vals = []
@@ -225,14 +211,11 @@ def render(doc: dict[str, object], variants: list[str]) -> str:
     diff = len(variants) == 2
     head = " | ".join(variants) + (f" | {variants[0]} − {variants[1]}" if diff else "")
     lines = [
-        f"# CPU by shared object {doc['name']}: {doc['started']}", "",
-        f"Machine: {machine}. Corolla code: {doc['code']}.", "",
-        f"Model {doc['model']}"
-        + (f" ({doc['micro_size']}x{doc['micro_size']} input)" if doc.get("micro_size") else "")
-        + f", raw JPEG uploads, wrk at concurrency {doc['concurrency']}, each server one process "
-        f"pinned to one core; perf samples {doc['seconds']} s a point (one sample per CPU ms), "
-        "rounds alternating the variants.",
-        "Command: `python3 benchmarks/perf_split.py " + shlex.join(sys.argv[1:]) + "`", "",
+        *ab_report_head(
+            "CPU by shared object", doc,
+            f"raw JPEG uploads, wrk at concurrency {doc['concurrency']}, each server one "
+            f"process pinned to one core; perf samples {doc['seconds']} s a point (one sample "
+            "per CPU ms), rounds alternating the variants.", "perf_split.py"),
         "| CPU ms per request | " + head + " |",
         "|---|" + "---|" * (len(variants) + (1 if diff else 0)),
     ]

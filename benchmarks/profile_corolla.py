@@ -151,9 +151,7 @@ def main() -> int:
     args = ap.parse_args()
     from harness import envs
 
-    if Path(sys.prefix).resolve() != (envs.VENVS / "corolla").resolve():
-        py = envs.ensure("corolla")
-        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    envs.run_in_harness(__file__)  # the harness's environment
 
     from harness.loadgen import _wrk, ensure_wrk
     from harness.models import build_models

@@ -19,7 +19,6 @@ environment benchmarks/.venvs/corolla (Corolla installed editable, psutil, matpl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -67,17 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def in_harness_env() -> bool:
-    return Path(sys.prefix).resolve() == (BENCH / ".venvs" / "corolla").resolve()
-
-
 def main() -> int:
     args = parse_args()
     from harness import envs
 
-    if not in_harness_env():
-        py = envs.ensure("corolla")
-        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    envs.run_in_harness(__file__)  # the harness's environment
     from harness.bench import run_suite
 
     return run_suite(args)

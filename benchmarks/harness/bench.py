@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -56,6 +57,25 @@ def machine_info() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_start": os.getloadavg(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """``machine_info()`` as one line for a report."""
+    load = m.get("loadavg_start") or ()
+    return (f"{m.get('cpus')} cores, {m.get('memory_gb')} GiB, {m.get('platform')}, Python "
+            f"{m.get('python')}, load average at start " + ", ".join(f"{x:.2f}" for x in load))
+
+
+def ab_report_head(title: str, doc: dict[str, Any], setup: str, script: str) -> list[str]:
+    """The first lines of an A/B tool's markdown report: title, machine and code, the model
+    with ``setup`` (how it was driven), and the command that reproduces it."""
+    micro = doc.get("micro_size")
+    return [
+        f"# {title} {doc['name']}: {doc['started']}", "",
+        f"Machine: {machine_line(doc['machine'])}. Corolla code: {doc['code']}.", "",
+        f"Model {doc['model']}" + (f" ({micro}x{micro} input)" if micro else "") + f", {setup}",
+        f"Command: `python3 benchmarks/{script} " + shlex.join(sys.argv[1:]) + "`", "",
+    ]
 
 
 def run_suite(args: argparse.Namespace) -> int:

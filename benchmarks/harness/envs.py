@@ -7,7 +7,9 @@ packages is a dependency of Corolla. An environment is rebuilt when its pins cha
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,19 @@ def versions(name: str) -> dict[str, str]:
         return dict(json.loads(res.stdout))
     except (OSError, subprocess.CalledProcessError, ValueError):
         return {}
+
+
+def run_in_harness(script: str) -> None:
+    """Re-run ``script`` (a benchmark's ``__file__``) with the harness's own environment's
+    Python (built if needed), unless this is already it; the arguments are kept."""
+    if Path(sys.prefix).resolve() == (VENVS / "corolla").resolve():
+        return
+    py = ensure("corolla")
+    os.execv(str(py), [str(py), str(Path(script).resolve()), *sys.argv[1:]])
+
+
+def add_photo_and_out_args(p: argparse.ArgumentParser) -> None:
+    """``--photos`` (the flower photos, <class>/*.jpg) and ``--out`` (where results go)."""
+    p.add_argument("--photos", type=Path,
+                   default=REPO.parent / "shared" / "datasets" / "flower_photos")
+    p.add_argument("--out", type=Path, default=BENCH / "results")

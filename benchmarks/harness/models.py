@@ -272,3 +272,18 @@ def build_models(work: Path, repo: Path, flowers_dir: Path | None = None) -> dic
         d["version_dir"] = str(Path(d["base_path"]) / "1")
         d["image"] = name != "tiny"
     return info
+
+
+def models_for_ab(work: Path, repo: Path, model: str, micro_size: int) -> dict[str, dict]:
+    """The A/B tools' models under ``work`` (created): the suite's, plus the micro model at
+    ``micro_size`` when ``model`` is "micro"."""
+    work.mkdir(parents=True, exist_ok=True)
+    models = build_models(work, repo)
+    if model == "micro":
+        models["micro"] = micro_image_model(work, micro_size)
+    return models
+
+
+def micro_photos(micro_size: int) -> list[bytes]:
+    """The micro model's JPEGs: 16x16 for the 8x8 model, else the model's own size."""
+    return micro_jpegs(16 if micro_size <= 8 else micro_size)

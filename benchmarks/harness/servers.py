@@ -24,6 +24,17 @@ MAX_BATCH = 32
 BATCH_WAIT_MS = 2.0
 
 
+def floor(*, model: str, info: dict, port: int, work: Path, flags: list[str]) -> Server:
+    """benchmarks/floor_server.py (not started) serving ``model`` on ``port`` with ``flags``
+    (e.g. ``["--procs", "2"]``), run by this Python (the harness's environment)."""
+    import sys
+
+    return Server("floor", [sys.executable, str(envs.BENCH / "floor_server.py"),
+                            "--model-dir", str(info["version_dir"]), "--port", str(port),
+                            *flags],
+                  log_path=work / "logs" / f"floor-{model}.log")
+
+
 def build(server: str, *, model: str, info: dict, batching: bool, work: Path, workers: int = 1
           ) -> tuple[Server, int, int | None]:
     """The server (not started), its REST port and, for Corolla, its gRPC port.
