@@ -14,8 +14,9 @@ answered in the same window). Rounds alternate the variants.
 Variants: ``corolla`` (``corolla serve`` with the benchmark harness's flags: batching on, defaults
 otherwise) and ``floor`` (benchmarks/floor_server.py, ``--procs 1``: the same decode and
 inference with no server features). What it answers: which part of the work a server adds to.
-On the tutorial CNN both spend the same per photo in ONNX Runtime, the decoder and Pillow, so
-what Corolla costs above the floor is Python code (results/2026-11-27-cnn-split.md).
+On the tutorial CNN both spend the same per photo in the decoder and Pillow, ONNX Runtime costs
+Corolla 0.12 ms more, and the rest of what it costs above the floor is Python code
+(results/2026-11-27-cnn-split.md).
 
 Needs ``perf`` (Debian package linux-perf) allowed to sample the server's processes (root, or
 kernel.perf_event_paranoid <= 2 for one's own processes). Writes
@@ -59,7 +60,7 @@ PERIOD_NS = 1_000_000  # one sample per millisecond of CPU
 
 
 def group_of(dso: str) -> str:
-    name = Path(dso.strip("[]")).name if not dso.startswith("[") else dso
+    name = dso if dso.startswith("[") else Path(dso).name  # "[kernel.kallsyms]" stays whole
     for pattern, group in GROUPS:
         if re.search(pattern, name):
             return group

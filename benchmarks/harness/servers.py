@@ -7,6 +7,7 @@ the harness built, and runs from its own virtual environment (``benchmarks/.venv
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from harness import envs
@@ -27,8 +28,6 @@ BATCH_WAIT_MS = 2.0
 def floor(*, model: str, info: dict, port: int, work: Path, flags: list[str]) -> Server:
     """benchmarks/floor_server.py (not started) serving ``model`` on ``port`` with ``flags``
     (e.g. ``["--procs", "2"]``), run by this Python (the harness's environment)."""
-    import sys
-
     return Server("floor", [sys.executable, str(envs.BENCH / "floor_server.py"),
                             "--model-dir", str(info["version_dir"]), "--port", str(port),
                             *flags],
