@@ -14,6 +14,11 @@ writes the answers, so the batch is whatever arrived while the previous one ran.
 What it measures (``benchmarks/ab_corolla.py --variant 'floor=@floor --procs 2'``): the CPU per
 request and the throughput that HTTP over loopback plus the model work cost in Python when the
 server adds nothing else, next to Corolla in alternating rounds.
+
+``--asgi`` serves the same batches through uvicorn (its httptools protocol, no date or server
+header, no access log) and a bare ASGI app instead of the hand-written protocol: the floor of an
+ASGI server such as Corolla, whose REST API runs on uvicorn (``--variant 'uvfloor=@floor --procs
+2 --asgi'``). The difference between the two is what uvicorn and the ASGI cycle cost.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 
 
-def serve(model_dir: Path, port: int, max_batch: int) -> None:
+def serve(model_dir: Path, port: int, max_batch: int, asgi: bool = False) -> None:
     import httptools
     import onnxruntime as ort
     import orjson
@@ -62,6 +67,10 @@ def serve(model_dir: Path, port: int, max_batch: int) -> None:
             out = orjson.dumps({"predictions": [
                 {"label": labels[i] if i < len(labels) else str(i), "score": float(p[i])}
                 for i in top]})
+            if isinstance(transport, asyncio.Future):  # --asgi: the app answers
+                if not transport.done():
+                    transport.set_result(out)
+                continue
             if transport.is_closing():  # the client went away
                 continue
             transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -95,6 +104,28 @@ def serve(model_dir: Path, port: int, max_batch: int) -> None:
                 scheduled = True
                 loop.call_soon(run_batch)
 
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # --asgi: the same batches behind uvicorn's HTTP protocol and the ASGI cycle.
+        nonlocal scheduled
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        answer = loop.create_future()
+        pending.append((answer, b"".join(chunks)))
+        if not scheduled:
+            scheduled = True
+            loop.call_soon(run_batch)
+        out = await answer
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -102,6 +133,14 @@ def serve(model_dir: Path, port: int, max_batch: int) -> None:
     sock.listen(1024)
     sock.setblocking(False)
     asyncio.set_event_loop(loop)
+    if asgi:
+        import uvicorn
+
+        config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
+                                loop="none", http="httptools", server_header=False,
+                                date_header=False)
+        loop.run_until_complete(uvicorn.Server(config).serve(sockets=[sock]))
+        return
     server = loop.run_until_complete(loop.create_server(Conn, sock=sock))
     try:
         loop.run_forever()
@@ -115,12 +154,15 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--asgi", action="store_true",
+                    help="serve through uvicorn (httptools) and an ASGI app instead of a bare "
+                         "httptools protocol: what uvicorn and the ASGI cycle cost")
     args = ap.parse_args()
     children = []
     for _ in range(args.procs):
         pid = os.fork()
         if pid == 0:
-            serve(args.model_dir, args.port, args.max_batch)
+            serve(args.model_dir, args.port, args.max_batch, args.asgi)
             os._exit(0)
         children.append(pid)
     try:

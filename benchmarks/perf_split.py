@@ -12,11 +12,14 @@ httptools), ... Reported per group: CPU ms per request (its samples over the req
 answered in the same window). Rounds alternate the variants.
 
 Variants: ``corolla`` (``corolla serve`` with the benchmark harness's flags: batching on, defaults
-otherwise) and ``floor`` (benchmarks/floor_server.py, ``--procs 1``: the same decode and
-inference with no server features). What it answers: which part of the work a server adds to.
-On the tutorial CNN both spend the same per photo in the decoder and Pillow, ONNX Runtime costs
-Corolla 0.12 ms more, and the rest of what it costs above the floor is Python code
-(results/2026-11-27-cnn-split.md).
+otherwise), ``floor`` (benchmarks/floor_server.py, ``--procs 1``: the same decode and inference
+with no server features) and ``uvfloor`` (the floor behind uvicorn and an ASGI app, ``--asgi``,
+as Corolla serves: what uvicorn adds). What it answers: which part of the work a server adds to.
+On the tutorial CNN, against the floor, both spend the same per photo in the decoder and Pillow,
+ONNX Runtime costs Corolla 0.12 ms more, and the rest is Python code
+(results/2026-11-27-cnn-split.md); against uvfloor, ONNX Runtime costs Corolla 0.07 ms *less*
+and the Python interpreter 0.12 ms more (-cnn-split-uv.md): ONNX Runtime's share moves by about
+0.1 ms between runs of the same model work.
 
 Needs ``perf`` (Debian package linux-perf) allowed to sample the server's processes (root, or
 kernel.perf_event_paranoid <= 2 for one's own processes). Writes
@@ -85,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-size", type=int, default=48,
                    help="input side of the micro model and of its JPEGs")
     p.add_argument("--variants", default="corolla,floor",
-                   help="comma-separated: corolla, floor")
+                   help="comma-separated: corolla, floor, uvfloor")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=8)
@@ -131,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             srv, port, _ = build("corolla", model=args.model, info=info, batching=True,
                                  work=work)
-            if variant == "floor":
+            if variant in ("floor", "uvfloor"):
                 srv = floor(model=args.model, info=info, port=port, work=work,
-                            flags=["--procs", "1"])
+                            flags=["--procs", "1", *(["--asgi"] if variant == "uvfloor" else [])])
             elif variant != "corolla":
-                raise SystemExit(f"unknown variant {variant!r} (corolla, floor)")
+                raise SystemExit(f"unknown variant {variant!r} (corolla, floor, uvfloor)")
             srv.argv = ["taskset", "-c", args.cpu, *srv.argv]
             url = f"http://127.0.0.1:{port}" + fmt.path.format(model=args.model)
             srv.start()
