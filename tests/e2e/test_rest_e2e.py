@@ -367,6 +367,13 @@ def test_upload_multipart_several_files(server: Any) -> None:
     assert [p["label"] for p in doc["predictions"]] == ["blue", "red", "green", "black"]
 
 
+def test_upload_multipart_top_k_field(server: Any) -> None:
+    # A top_k form field (curl -F file=@a.jpg -F top_k=1) counts as ?top_k= does.
+    files = [("file", ("a.jpg", image("blue"), "image/jpeg"))]
+    doc = ok(server.post("/v1/models/colors:predict?top_k=3", files=files, data={"top_k": "1"}))
+    assert [t["label"] for t in doc["predictions"][0]["top_k"]] == ["blue"]
+
+
 # ---- bad requests ---------------------------------------------------------------------------
 
 JPEG = image("red")
@@ -665,6 +672,39 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         {"content": JPEG, "headers": {"Content-Type": "image/jpeg"}},
         400,
         "top_k",
+    ),
+    (
+        "top-k-infinite",  # a JSON number too large for a float parses as infinity
+        "POST",
+        "/v1/models/colors:predict",
+        {"content": b'{"instances": [' + json.dumps(b64(JPEG)).encode() + b'], "top_k": 1e400}',
+         "headers": {"Content-Type": "application/json"}},
+        400,
+        "top_k must be a positive integer",
+    ),
+    (
+        "top-k-boolean",
+        "POST",
+        "/v1/models/colors:predict",
+        {"json": {"instances": [b64(JPEG)], "top_k": True}},
+        400,
+        "top_k must be a positive integer",
+    ),
+    (
+        "image-without-content-type",
+        "POST",
+        "/v1/models/colors:predict",
+        {"content": JPEG},
+        400,
+        "the body is a JPEG image but its Content-Type is missing",
+    ),
+    (
+        "image-as-form-urlencoded",  # curl --data-binary @photo.jpg without -H
+        "POST",
+        "/v1/models/colors:predict",
+        {"content": JPEG, "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        400,
+        "Content-Type image/*",
     ),
     ("get-predict", "GET", "/v1/models/colors:predict", {}, 404, "Malformed request"),
     ("post-status", "POST", "/v1/models/colors", {"json": {}}, 404, "Malformed request"),

@@ -11,6 +11,7 @@ HTTP server inflates gzip bodies.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.http.encoding import request_body
+from corolla.images import sniff_format
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature, top_classes
@@ -54,20 +56,36 @@ def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
     return spec, verb
 
 
-def _top_k(request: Request, doc: dict[str, Any] | None = None) -> int | None:
+def parse_top_k(raw: object) -> int:
+    """A ``top_k`` from a query string, a form field or a JSON body: a positive integer (a JSON
+    number with no fraction, such as ``2.0``, counts; ``true``, ``2.5``, infinities do not)."""
+    k: int | None = None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.lstrip("+-").isdigit():
+            k = int(text)
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        k = raw
+    elif isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        k = int(raw)
+    if k is None or k < 1:
+        raise InvalidArgument(f"top_k must be a positive integer, got {raw!r}")
+    return k
+
+
+def _top_k(request: Request, doc: dict[str, Any] | None = None, form: object = None
+           ) -> int | None:
+    """The request's ``top_k``: a JSON body's or a multipart form field's, else the query's."""
     # Most requests have no query string: skip building QueryParams for them.
-    raw = request.query_params.get("top_k") if request.scope.get("query_string") else None
+    raw: object = (request.query_params.get("top_k") if request.scope.get("query_string")
+                   else None)
     if doc is not None and "top_k" in doc:
         raw = doc["top_k"]
+    if form is not None:
+        raw = form
     if raw is None:
         return None
-    try:
-        k = int(raw)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"top_k must be a positive integer, got {raw!r}") from exc
-    if k < 1:
-        raise InvalidArgument(f"top_k must be a positive integer, got {k}")
-    return k
+    return parse_top_k(raw)
 
 
 class TfServingRest:
@@ -91,7 +109,8 @@ class TfServingRest:
         if verb == "predict" and ctype.startswith("image/"):
             return await self._predict_images(request, spec, [await request_body(request)])
         if verb == "predict" and ctype == "multipart/form-data":
-            return await self._predict_images(request, spec, await _multipart_images(request))
+            images, form_top_k = await _multipart_images(request)
+            return await self._predict_images(request, spec, images, form_top_k)
         if ctype.startswith(("image/", "multipart/")):
             raise InvalidArgument(f":{verb} takes JSON; image uploads go to :predict")
         if ctype and ctype not in ("application/json", "text/plain",
@@ -99,7 +118,18 @@ class TfServingRest:
             raise InvalidArgument(
                 f"unsupported Content-Type {ctype!r}: send application/json, image/*, "
                 "or multipart/form-data")
-        doc = codec.loads(await request_body(request))
+        body = await request_body(request)
+        try:
+            doc = codec.loads(body)
+        except InvalidArgument:
+            image = sniff_format(body[:16])
+            if image is None:
+                raise
+            # An upload without its Content-Type (curl --data-binary without -H, say).
+            raise InvalidArgument(
+                f"the body is a {image} image but its Content-Type is "
+                f"{ctype or 'missing'}: send it with Content-Type image/* (for example "
+                'image/jpeg), or as JSON with {"b64": ...} instances') from None
         sig_name = doc.get("signature_name", "")
         if not isinstance(sig_name, str):
             raise InvalidArgument("signature_name must be a string")
@@ -138,14 +168,14 @@ class TfServingRest:
             return json_response({"predictions": preds, "model_version": str(result.version)})
         return json_response(codec.predict_response(result.outputs, row))
 
-    async def _predict_images(self, request: Request, spec: ModelSpec, images: list[bytes]
-                              ) -> Response:
+    async def _predict_images(self, request: Request, spec: ModelSpec, images: list[bytes],
+                              form_top_k: str | None = None) -> Response:
         if not images:
             raise InvalidArgument("no image in the request")
         result = await self.service.predict_images(spec, images)
         md = result.metadata
         if md.labels and md.scores_output:
-            classes = top_classes(md, result.outputs, _top_k(request) or 5)
+            classes = top_classes(md, result.outputs, _top_k(request, form=form_top_k) or 5)
             preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
             return json_response({"predictions": preds, "model_version": str(result.version)})
         return json_response(codec.predict_response(result.outputs, True))
@@ -178,16 +208,21 @@ class TfServingRest:
         return json_response({"result": [[[lbl, s] for lbl, s in row] for row in result.classes]})
 
 
-async def _multipart_images(request: Request) -> list[bytes]:
+async def _multipart_images(request: Request) -> tuple[list[bytes], str | None]:
+    """The file parts' bytes, in order, and the ``top_k`` text field if there is one (other
+    text fields are not read)."""
     form = await request.form(max_files=256, max_fields=256)
     try:
         images = []
-        for _key, value in form.multi_items():
+        top_k: str | None = None
+        for key, value in form.multi_items():
             if hasattr(value, "read"):
                 images.append(await value.read())
+            elif key == "top_k":
+                top_k = value
         if not images:
             raise InvalidArgument("multipart/form-data request has no file parts")
-        return images
+        return images, top_k
     finally:
         await form.close()
 
