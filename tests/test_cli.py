@@ -174,21 +174,27 @@ def test_max_decoded_image_mib(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("api", ["rest", "grpc"])
-def test_a_port_in_use_exits_1_with_message(tmp_path: Path, api: str,
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_port_in_use_exits_1_with_message(tmp_path: Path, api: str, shared: bool,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
     from corolla.demo_model import write_demo_version
 
     write_demo_version(tmp_path / "m", 1, size=16)
-    with socket.socket() as taken:  # a listener that does not share its port
+    with socket.socket() as taken:
+        if shared:
+            # As another server's processes listen with --rest_workers: a second server with
+            # --rest_workers must not join them.
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         ports = ([f"--rest_api_port={port}", "--port=0"] if api == "rest"
                  else ["--rest_api_port=0", f"--port={port}"])
         argv = ["serve", "--host=127.0.0.1", "--model_name=m",
-                f"--model_base_path={tmp_path / 'm'}", *ports]
+                f"--model_base_path={tmp_path / 'm'}", *ports,
+                *(["--rest_workers=2"] if shared else [])]
         assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"cannot listen on {'127.0.0.1:' if api == 'rest' else 'port '}{port}" in err

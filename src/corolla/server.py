@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -99,6 +100,35 @@ class ServerOptions:
 
 class ListenError(Exception):
     """A listening port could not be opened (in use, or not allowed)."""
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` already, shared port or not.
+
+    With ``--rest_workers`` the server's processes listen with SO_REUSEPORT, and so would a
+    second Corolla started on the same ports: the kernel would then split connections between
+    two unrelated servers. The main process tries the port first without SO_REUSEPORT, which
+    fails wherever any socket listens on it ("::" also covers IPv4, falling back to 0.0.0.0
+    where IPv6 is off). Port 0 is always free.
+    """
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        probe = socket.socket(family)
+    except OSError:
+        if family != socket.AF_INET6:
+            raise
+        family, host, probe = socket.AF_INET, "0.0.0.0", socket.socket(socket.AF_INET)
+    with probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        if family == socket.AF_INET6 and host == "::":
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 class _Uvicorn(uvicorn.Server):
@@ -257,6 +287,9 @@ class CorollaServer:
             from corolla.tls import grpc_server_credentials
 
             credentials = grpc_server_credentials(opts.grpc_tls)
+        if self.worker is None and self.shares_ports and _in_use("::", opts.grpc_port):
+            raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
+                              "is in use")
         try:
             if credentials is not None:
                 self.grpc_port = server.add_secure_port(address, credentials)
@@ -282,6 +315,9 @@ class CorollaServer:
             names = [c.name for c in opts.models]
             await self.manager.wait_until(
                 lambda: all(self.manager.settled(n) for n in names), START_TIMEOUT)
+        if self.worker is None and self.shares_ports and _in_use(opts.host, opts.rest_api_port):
+            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
+                              "Address already in use")
         sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.shares_ports:
