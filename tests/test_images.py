@@ -280,6 +280,19 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     decode(data, SPEC, limits=ImageLimits(max_pixels=20_000))
 
 
+def test_pixel_limit_is_corollas_not_pillows() -> None:
+    """--max_image_pixels above Pillow's own bomb guard (~179 M pixels) is honoured, and the
+    default limit's refusal names Corolla's limit only."""
+    claim = png_header_only(15_000, 13_000)  # 195 M pixels; the data is missing
+    with pytest.raises(InvalidArgument) as refused:
+        decode(claim, SPEC)
+    assert "over the limit of 40000000" in refused.value.message
+    assert "178956970" not in refused.value.message
+    with pytest.raises(InvalidArgument) as failed:  # past the limit check, the decode fails
+        decode(claim, SPEC, limits=ImageLimits(max_pixels=200_000_000))
+    assert "over the limit" not in failed.value.message
+
+
 def test_jpegs_decoded_with_dct_scaling_may_have_twice_the_pixels() -> None:
     """An 8000x6000 JPEG (a 48-megapixel phone photo) is over the default 40 M pixel limit but
     decodes at an eighth of its size: RGB and grayscale JPEGs taken by the fast path (with a

@@ -25,6 +25,10 @@ from corolla.jpeg_header import read_jpeg_header
 from corolla.model_dir import ImagePreprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# Every image's size is checked against Corolla's own limit (--max_image_pixels) from its header,
+# before any pixel is decoded (_open, decode). Pillow's guard (MAX_IMAGE_PIXELS, an error at twice
+# its 89.5 M) would cap that flag at ~179 M pixels and answer with Pillow's figure instead.
+Image.MAX_IMAGE_PIXELS = None
 # A JPEG that decode's fast path takes (RGB or grayscale, with a spec) is decoded with DCT
 # scaling, at an eighth of its width and height for a photo much larger than the model input:
 # a baseline 8000x6000 JPEG (a 48-megapixel phone photo) peaks at about 54 MB, a progressive one
@@ -80,9 +84,6 @@ def _open(data: bytes, limits: ImageLimits, *, fast_jpeg: bool = False) -> Image
             "bytes are not an image Corolla can decode (JPEG, PNG, WebP, GIF, BMP, TIFF)")
     try:
         im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:  # Pillow's own guard (2x its pixel limit)
-        raise InvalidArgument(
-            f"image is over the limit of {limits.max_pixels} pixels ({exc})") from exc
     except UnidentifiedImageError as exc:  # its message names a BytesIO object's address
         raise InvalidArgument(
             f"cannot decode image: the bytes start like {fmt} but are not a valid {fmt} "
@@ -191,7 +192,7 @@ def decode(
         if im.mode in ("P", "PA", "LA", "La", "I;16", "I", "F") and mode == "RGB":
             im = im.convert("RGBA")
         return im.convert(mode)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidArgument(f"cannot decode image: {exc}") from exc
 
 
