@@ -8,6 +8,7 @@ A request's tensors travel as ``dict[str, np.ndarray]``; strings are numpy objec
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -82,3 +83,19 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
     if shape is None:
         return "[unknown rank]"
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def decode_base64(text: str) -> bytes:
+    """Base64 as clients send it: the standard or the URL-safe alphabet (``tf.io.encode_base64``
+    writes the latter), padding optional, whitespace ignored (``base64`` wraps its output at 76
+    columns). Any other character raises ``binascii.Error``."""
+    if " " in text or "\n" in text or "\r" in text or "\t" in text:
+        text = "".join(text.split())
+    if "-" in text or "_" in text:
+        text = text.translate(_URL_SAFE)
+    if len(text) % 4 and not text.endswith("="):
+        text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)

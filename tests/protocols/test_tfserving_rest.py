@@ -137,7 +137,7 @@ def test_types_are_kept() -> None:
         ({"instances": [[1, {"x": 1}]]}, ONE, "same type|object"),
         ({"instances": [{"b64": 5}]}, ONE, "must be a string"),
         ({"instances": [{"b64": "!!!not base64!!!"}]}, ONE, "Unable to base64 decode"),
-        ({"instances": [{"b64": "abc"}]}, ONE, "Unable to base64 decode"),  # bad padding
+        ({"instances": [{"b64": "abcde"}]}, ONE, "Unable to base64 decode"),  # no length fits
         ({"instances": [{"a": [1, 2]}, {"b": "x"}]}, TWO, "every instance must name the same"),
         ({"instances": [{"a": [1, 2]}, [1, 2]]}, TWO, "mix named objects and bare values"),
         ({"instances": [[1, 2]]}, TWO, "must be objects naming each input"),

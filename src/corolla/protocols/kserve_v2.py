@@ -18,7 +18,6 @@ default, when the request parameter ``binary_data_output`` is true; binary outpu
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from corolla.protocols.kserve_v2_tensors import (
     numpy_of,
     to_raw,
 )
-from corolla.tensors import V2_DTYPES
+from corolla.tensors import V2_DTYPES, decode_base64
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
@@ -77,9 +76,9 @@ class InferRequest:
 def _json_bytes(name: str, x: Any, base64_strings: bool) -> bytes:
     try:
         if isinstance(x, str):
-            return base64.b64decode(x, validate=True) if base64_strings else x.encode("utf-8")
+            return decode_base64(x) if base64_strings else x.encode("utf-8")
         if isinstance(x, dict) and len(x) == 1 and isinstance(x.get("b64"), str):
-            return base64.b64decode(x["b64"], validate=True)
+            return decode_base64(x["b64"])
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"input {name!r}: invalid base64 data") from exc
     raise InvalidArgument(f"input {name!r}: BYTES elements must be strings")

@@ -21,7 +21,7 @@ import orjson
 from corolla.errors import InvalidArgument
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import VersionStatus
-from corolla.tensors import TF_DTYPE_NAMES, Tensors
+from corolla.tensors import TF_DTYPE_NAMES, Tensors, decode_base64
 
 JSON = Any
 
@@ -51,7 +51,7 @@ def _b64decode(s: Any) -> bytes:
     if not isinstance(s, str):
         raise InvalidArgument("\"b64\" value must be a string")
     try:
-        return base64.b64decode(s, validate=True)
+        return decode_base64(s)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"Unable to base64 decode: {exc}") from exc
 

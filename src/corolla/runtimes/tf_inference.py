@@ -17,7 +17,6 @@ model that does not parse examples itself, e.g. an ONNX classifier with labels.)
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from corolla.errors import FailedPrecondition, InvalidArgument
 from corolla.model_dir import ModelMetadata, Signature
-from corolla.tensors import Tensors
+from corolla.tensors import Tensors, decode_base64
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -176,7 +175,7 @@ def _b64(s: Any) -> bytes:
     if not isinstance(s, str):
         raise InvalidArgument("\"b64\" value must be a string")
     try:
-        return base64.b64decode(s, validate=True)
+        return decode_base64(s)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"Unable to base64 decode: {exc}") from exc
 
