@@ -132,6 +132,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "fills a core: cheap models at high request rates, or image models at "
                         "high concurrency. Each process loads every model; a gRPC channel (one "
                         "connection) stays on one process")
+    c.add_argument("--rest_worker_watchdog_seconds", type=float, default=30.0,
+                   help="with --rest_workers: a worker process whose event loop has not run "
+                        "for this long (hung, or stopped) is killed and restarted; 0: never "
+                        "(default 30)")
     c.add_argument("--inline_requests", default="auto", choices=["auto", "true", "false"],
                    help="run whole requests (decode and inference, in batches where batching "
                         "saves CPU) on the event loop instead of in threads; auto: where a "
@@ -205,6 +209,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                               platform=args.model_platform)]
     if args.rest_workers < 1:
         raise CorollaError("--rest_workers must be at least 1")
+    if args.rest_worker_watchdog_seconds < 0:
+        raise CorollaError("--rest_worker_watchdog_seconds must be 0 (off) or more")
     if args.max_decoded_image_mib < 1:
         raise CorollaError("--max_decoded_image_mib must be at least 1")
     workers = args.rest_workers
@@ -252,6 +258,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         access_log=args.access_log,
         decode_threads=per_process if workers > 1 else 0,
         rest_workers=workers, log_level=args.log_level, log_format=args.log_format,
+        worker_watchdog_seconds=args.rest_worker_watchdog_seconds,
         inline_requests=(args.inline_requests == "true"
                          or (args.inline_requests == "auto" and per_process == 1)),
         **ops,

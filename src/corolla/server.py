@@ -92,6 +92,8 @@ class ServerOptions:
     runtimes_extra: tuple[Any, ...] = ()
     # Processes serving the REST API on one port (corolla.workers); 1: this process only.
     rest_workers: int = 1
+    # A worker whose event loop has not run for this long is killed and restarted; 0: never.
+    worker_watchdog_seconds: float = 30.0
     # Whole requests of cheap unbatched models on the event loop (corolla.service).
     inline_requests: bool = False
     log_level: str = "INFO"  # for the REST worker processes' logging

@@ -23,6 +23,10 @@ processes are the only way to use more cores. Layout:
 - **Lifecycle**: SIGTERM to the main process drains every worker the same way (readiness false,
   listeners close, in-flight requests finish); a worker that dies is restarted (backoff up to
   30 s); a worker whose main process disappears (its pipe closes) shuts itself down.
+- **Watchdog**: a worker that is alive but hung (its event loop stuck in native code, or the
+  process stopped) would keep its share of new connections waiting forever. Each worker's
+  event loop stamps a shared clock every ``HEARTBEAT`` seconds; one whose stamp is older than
+  ``--rest_worker_watchdog_seconds`` is killed (SIGKILL) and restarted as a dead one is.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ log = logging.getLogger("corolla.workers")
 RPC_TIMEOUT = 10.0  # seconds; a metrics scrape or a config push that takes longer is an error
 START_TIMEOUT = 600.0  # seconds for a worker to load its models and start listening
 MAX_BACKOFF = 30.0
+HEARTBEAT = 1.0  # seconds between a worker's heartbeat stamps
 
 
 class PipeRpc:
@@ -130,9 +135,12 @@ class _Worker:
     proc: BaseProcess
     rpc: PipeRpc  # main -> worker
     up: Connection  # worker -> main, answered by a serve_pipe thread
+    heartbeat: Any = None  # shared double: time.monotonic() of the worker loop's last beat
+    spawned: float = 0.0  # the heartbeat's value until the worker's loop first beats
     listening: bool = False
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
+    killed_hung: bool = False
 
 
 class WorkerPool:
@@ -167,24 +175,50 @@ class WorkerPool:
         options = replace(self.server.options, rest_api_port=self.port,
                           grpc_port=self.grpc_port,
                           models=tuple(self.configs), model_config_file_poll_wait_seconds=0.0)
+        # CLOCK_MONOTONIC is the same clock in every process.
+        spawned = time.monotonic()
+        heartbeat = self._ctx.Value("d", spawned, lock=False)
         proc = self._ctx.Process(target=worker_main, name=f"corolla-rest-{index}",
-                                 args=(options, index, worker_cmd, worker_up), daemon=False)
+                                 args=(options, index, worker_cmd, worker_up, heartbeat),
+                                 daemon=False)
         proc.start()
         worker_cmd.close()
         worker_up.close()
-        w = _Worker(index=index, proc=proc, rpc=PipeRpc(main_cmd), up=main_up, restarts=restarts)
+        w = _Worker(index=index, proc=proc, rpc=PipeRpc(main_cmd), up=main_up, restarts=restarts,
+                    heartbeat=heartbeat, spawned=spawned)
         serve_pipe(main_up, self._answer_worker, lambda: None, f"rest-{index}-up")
         log.info("REST worker %d started (pid %d)", index, proc.pid)
         return w
+
+    def _check_heartbeat(self, w: _Worker) -> None:
+        """Kill a worker whose event loop has not beaten within the watchdog's limit."""
+        limit = self.server.options.worker_watchdog_seconds
+        if limit <= 0 or w.killed_hung or w.heartbeat is None:
+            return
+        last = w.heartbeat.value
+        if last == w.spawned:
+            return  # still starting (imports); START_TIMEOUT bounds its model loading
+        silent = time.monotonic() - last
+        if silent <= limit:
+            return
+        log.error("REST worker %d (pid %s): its event loop has not run for %.0f s (limit "
+                  "--rest_worker_watchdog_seconds=%g): killing it", w.index, w.proc.pid,
+                  silent, limit)
+        w.killed_hung = True
+        with contextlib.suppress(ProcessLookupError, OSError):
+            w.proc.kill()  # SIGKILL also ends a stopped process
 
     async def _watch(self) -> None:
         while not self._stopping:
             await asyncio.sleep(0.5)
             for i, w in enumerate(self.workers):
-                if w.proc.is_alive() or self._stopping:
+                if self._stopping:
+                    break
+                if w.proc.is_alive():
+                    self._check_heartbeat(w)
                     continue
                 backoff = min(MAX_BACKOFF, 0.5 * 2 ** w.restarts)
-                if time.monotonic() - w.started < backoff:
+                if time.monotonic() - w.started < backoff and not w.killed_hung:
                     continue  # a worker that keeps dying is restarted ever more slowly
                 log.error("REST worker %d (pid %s) exited with code %s: restarting it",
                           w.index, w.proc.pid, w.proc.exitcode)
@@ -327,7 +361,8 @@ async def _families(server: CorollaServer) -> list[Family]:
     return server.metrics.families()
 
 
-def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection) -> None:
+def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection,
+                heartbeat: Any = None) -> None:
     """Entry point of a REST worker process (``spawn``: a fresh interpreter)."""
     from corolla.logging_setup import configure_logging, tag_process
 
@@ -339,16 +374,24 @@ def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connect
     try:
         import uvloop
 
-        uvloop.run(_worker(options, link))
+        uvloop.run(_worker(options, link, heartbeat))
     except ImportError:
-        asyncio.run(_worker(options, link))
+        asyncio.run(_worker(options, link, heartbeat))
 
 
-async def _worker(options: ServerOptions, link: WorkerLink) -> None:
+def _beat(loop: asyncio.AbstractEventLoop, heartbeat: Any) -> None:
+    """Stamp the shared clock now and again in HEARTBEAT seconds (the main's watchdog)."""
+    heartbeat.value = time.monotonic()
+    loop.call_later(HEARTBEAT, _beat, loop, heartbeat)
+
+
+async def _worker(options: ServerOptions, link: WorkerLink, heartbeat: Any = None) -> None:
     from corolla.server import CorollaServer
 
     server = CorollaServer(options, worker=link)
     loop = asyncio.get_running_loop()
+    if heartbeat is not None:
+        _beat(loop, heartbeat)
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
     link.serve(server, loop)
     await server.start()

@@ -42,8 +42,14 @@ def _scrape(text: str) -> dict[str, float]:
 
 def _workers(server: Any) -> list[psutil.Process]:
     """The REST worker processes (multiprocessing's resource tracker is not one)."""
-    kids = psutil.Process(server.proc.pid).children()
-    return [p for p in kids if "spawn_main" in " ".join(p.cmdline())]
+    out = []
+    for p in psutil.Process(server.proc.pid).children():
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue  # a worker that just died, not yet reaped
+    return out
 
 
 def _fresh_calls(server: Any, path: str, body: dict[str, Any], n: int) -> list[httpx.Response]:
@@ -193,6 +199,26 @@ def test_a_killed_worker_is_replaced(two: Any, wait: Any) -> None:
     assert [r.status_code for r in answers] == [200] * 16
     assert two.stop() == 0
     assert not new[0].is_running() or new[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, start_corolla: Any,
+                                              wait: Any) -> None:
+    # A worker that stops running (SIGSTOP stands for a loop stuck in native code) keeps its
+    # share of new connections waiting; the watchdog kills it and a new worker takes over.
+    write_demo_version(tmp_path / "models" / "colours", 1)
+    server = start_corolla("--model_name=colours", "--model_base_path=models/colours",
+                           "--rest_workers=2", "--rest_worker_watchdog_seconds=2")
+    server.wait_available("colours")
+    server.wait_log("REST worker 1 listening")
+    (old,) = _workers(server)
+    os.kill(old.pid, signal.SIGSTOP)
+    server.wait_log("its event loop has not run for")
+    new = wait(lambda: [p for p in _workers(server) if p.pid != old.pid] or None, 30,
+               "a new REST worker")
+    server.wait_until(lambda: server.log().count("REST worker 1 listening") >= 2, "it listens")
+    answers = _fresh_calls(server, "/v1/models/colours:predict", BODY, 16)
+    assert [r.status_code for r in answers] == [200] * 16
+    assert server.stop() == 0
 
 
 def test_grpc_channels_spread_over_both_processes(two: Any) -> None:
