@@ -213,8 +213,8 @@ def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, start_corolla: Any
     (old,) = _workers(server)
     os.kill(old.pid, signal.SIGSTOP)
     server.wait_log("its event loop has not run for")
-    new = wait(lambda: [p for p in _workers(server) if p.pid != old.pid] or None, 30,
-               "a new REST worker")
+    wait(lambda: [p for p in _workers(server) if p.pid != old.pid] or None, 30,
+         "a new REST worker")
     server.wait_until(lambda: server.log().count("REST worker 1 listening") >= 2, "it listens")
     answers = _fresh_calls(server, "/v1/models/colours:predict", BODY, 16)
     assert [r.status_code for r in answers] == [200] * 16

@@ -262,3 +262,17 @@ def test_unparseable_requests_get_a_json_400(server: Server) -> None:
         answer = _read_all(s)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert answer.endswith(b'{"error": "Invalid HTTP request received."}')
+
+
+def test_requests_before_an_unparseable_one_are_answered_first(server: Server) -> None:
+    # Pipelined in one write: the complete requests get their answers, then the 400, then the
+    # connection closes. (A Content-Length shorter than its body leaves such garbage too.)
+    health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    status = b"GET /v1/models/m HTTP/1.1\r\nhost: x\r\n\r\n"
+    with contextlib.closing(_raw(server)) as s:
+        s.sendall(health + status + b"GARBAGE\r\n\r\n")
+        answer = _read_all(s)
+    parts = answer.split(b"HTTP/1.1 ")[1:]
+    assert [p[:3] for p in parts] == [b"200", b"200", b"400"], answer
+    assert parts[0].endswith(b'{"live": true}') and b"model_version_status" in parts[1]
+    assert parts[2].endswith(b'{"error": "Invalid HTTP request received."}')

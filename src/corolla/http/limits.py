@@ -19,7 +19,8 @@ Nor does httptools bound the size of request headers: it buffers a header until 
 connection could make the server hold gigabytes (measured: two requests with a 500 MB header
 each took the process from 0.76 to 1.76 GB). The same protocol counts the bytes that arrive
 while a request's headers are incomplete and answers 431 (and closes) past ``max_header_bytes``.
-Requests the parser rejects get a JSON 400 instead of uvicorn's plain-text one.
+Requests the parser rejects get a JSON 400 instead of uvicorn's plain-text one, after the answers
+to any complete requests pipelined before them on the connection (uvicorn closes at once).
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # bytes are parsed, so a request that arrives whole (the usual case) arms no timer at all.
     _phase = ""
     _armed = ""
+    # A request the parser refused while earlier (pipelined) requests on the connection were
+    # still being answered: its 400 goes out, and the connection closes, after their answers.
+    _deferred_400: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -187,6 +191,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._apply()
 
     def data_received(self, data: bytes) -> None:
+        if self._deferred_400 is not None:
+            return  # the connection ends after the answers it owes; nothing more is read
         body_before = self._body_fed
         super().data_received(data)
         if self._in_headers and self.max_header_bytes:
@@ -203,7 +209,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def send_400_response(self, msg: str) -> None:
-        """The parser refused the request: a JSON error body, as every other error has."""
+        """The parser refused the request: a JSON error body, as every other error has. Complete
+        requests received before it on the same connection (pipelined) are answered first."""
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
+            self._deferred_400 = msg
+            return
         self.transport.write(_error_response(b"400 Bad Request", msg))
         self.transport.close()
 
@@ -271,6 +282,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_headers:
             self._disarm()
         super().on_response_complete()
+        msg = self._deferred_400
+        if msg is not None and not self.pipeline and (
+                self.cycle is None or self.cycle.response_complete):
+            self._deferred_400 = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+            self.send_400_response(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
