@@ -167,3 +167,20 @@ def test_missing_file_is_not_retried(server: Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="404"):
         download(server.url.replace("f.tgz", "nope"), tmp_path / "x", progress=False)
     assert len(server.requests) == 1
+
+
+def test_unknown_host_is_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # An offline machine's resolver (or a typo) says the name does not exist: no backoff.
+    import socket
+
+    calls = []
+
+    def no_such_name(*args: object, **kw: object) -> object:
+        calls.append(args)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    with pytest.raises(DownloadError, match="cannot resolve the host name"):
+        download("http://example.invalid/f.tgz", tmp_path / "f.tgz", backoff_s=30,
+                 progress=False)
+    assert len(calls) == 1

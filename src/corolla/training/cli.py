@@ -142,14 +142,62 @@ def _logging() -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     _logging()
+
+    from corolla.training.data import DatasetError
+    from corolla.training.download import DownloadError
+
+    problem = _train_args_problem(args)
+    if problem:
+        print(f"corolla train: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return _train(args)
+    except (DatasetError, DownloadError) as exc:
+        print(f"corolla train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, found before any work starts (None: nothing)."""
+    from corolla.training.data import SplitSpec
+
+    if (args.data_dir is None) == (args.dataset is None):
+        return "give DATA_DIR or --dataset (not both)"
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        return f"DATA_DIR {args.data_dir} does not exist or is not a directory"
+    if args.output.exists() and not args.output.is_dir():
+        return f"--output {args.output} exists and is not a directory (the model base path)"
+    for name in ("epochs", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {value}"
+    if args.patience is not None and args.patience < 0:
+        return f"--patience must be 0 or more, got {args.patience}"
+    for name in ("lr",):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            return f"--{name} must be positive, got {value}"
+    if args.views < 1:
+        return f"--views must be at least 1, got {args.views}"
+    if args.recipe == "cached" and args.arch != "efficientnet_lite0":
+        return "--recipe cached needs a pretrained backbone: --arch efficientnet_lite0"
+    try:
+        parts = [float(x) for x in args.split.split(",")]
+        if len(parts) != 3:
+            raise ValueError("three fractions")
+        SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed)
+    except ValueError as exc:
+        return (f"--split {args.split!r}: three non-negative fractions for train, validation "
+                f"and test that sum to 1 ({exc})")
+    return None
+
+
+def _train(args: argparse.Namespace) -> int:
     from corolla.training.data import SplitSpec
     from corolla.training.pipeline import TrainJob, run
     from corolla.training.recipes import RecipeConfig
     from corolla.training.train import FitConfig, pick_device
 
-    if (args.data_dir is None) == (args.dataset is None):
-        print("corolla train: give DATA_DIR or --dataset (not both)", file=sys.stderr)
-        return 2
     data_dir = args.data_dir
     if args.dataset == "tf_flowers":
         from corolla.training.download import fetch_tf_flowers
@@ -186,10 +234,7 @@ def train_command(args: argparse.Namespace) -> int:
         threads=args.threads,
         refit=args.refit,
     )
-    parts = [float(x) for x in args.split.split(",")]
-    if len(parts) != 3:
-        print("corolla train: --split needs three fractions", file=sys.stderr)
-        return 2
+    parts = [float(x) for x in args.split.split(",")]  # checked by _train_args_problem
     job = TrainJob(
         data_dir=data_dir,
         output=args.output,
@@ -208,12 +253,16 @@ def train_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     _logging()
     from corolla.model_dir import read_metadata
-    from corolla.training.data import SplitSpec, scan_dataset, split_dataset
+    from corolla.training.data import DatasetError, SplitSpec, scan_dataset, split_dataset
     from corolla.training.evaluate import evaluate_version
     from corolla.training.metrics import format_report
 
     md = read_metadata(args.version_dir)
-    ds = scan_dataset(args.data_dir, classes=md.labels)
+    try:
+        ds = scan_dataset(args.data_dir, classes=md.labels)
+    except DatasetError as exc:
+        print(f"corolla evaluate: error: {exc}", file=sys.stderr)
+        return 2
     samples = ds.samples
     if args.split != "all":
         rule = md.provenance.get("split") or {}

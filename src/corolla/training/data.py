@@ -27,6 +27,10 @@ from corolla.images import decode
 
 log = logging.getLogger(__name__)
 
+
+class DatasetError(ValueError):
+    """The photos given cannot be trained on as they are (said in the message)."""
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "validation", "test")
 
@@ -71,13 +75,14 @@ def scan_dataset(root: str | Path, classes: Sequence[str] | None = None) -> Data
     """Read ``root/<class>/*`` (image extensions only, hidden files skipped)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset directory {root} does not exist")
+        raise DatasetError(f"dataset directory {root} does not exist or is not a directory")
     if classes is None:
         classes = sorted(
             p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
     if len(classes) < 2:
-        raise ValueError(f"{root} needs at least two class folders, found {list(classes)}")
+        raise DatasetError(f"{root} needs at least two class folders (one per class, holding "
+                           f"its photos), found {list(classes)}")
     by_hash: dict[str, list[tuple[Path, int]]] = defaultdict(list)
     for label, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):
@@ -142,6 +147,31 @@ def split_dataset(samples: Iterable[Sample], spec: SplitSpec) -> dict[str, list[
     for name in SPLITS:
         out[name].sort(key=lambda s: str(s.path))
     return out
+
+
+def check_trainable(ds: Dataset, splits: dict[str, list[Sample]]) -> None:
+    """Refuse a dataset with a class that has no training photo (an empty class folder, say:
+    the model would have an output nobody taught); warn about classes too small to appear in
+    the validation or test split, whose metrics will then be missing."""
+    counts = {name: 0 for name in ds.classes}
+    for s in splits["train"]:
+        counts[ds.classes[s.label]] += 1
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        total = ds.counts()
+        raise DatasetError(
+            "no training photos for class " + ", ".join(
+                f"{name!r} (" + (f"{total[name]} photos, none left for training by the split)"
+                                 if total.get(name) else "0 photos in its folder)")
+                for name in empty)
+            + f" in {ds.root}: remove empty class folders or add photos; the split must leave "
+            "every class training photos")
+    for split in ("validation", "test"):
+        present = {s.label for s in splits[split]}
+        missing = [name for i, name in enumerate(ds.classes) if i not in present]
+        if splits[split] and missing:
+            log.warning("too few photos to put class %s in the %s split: its %s metrics will "
+                        "be missing", ", ".join(missing), split, split)
 
 
 def split_record(ds: Dataset, splits: dict[str, list[Sample]], spec: SplitSpec) -> dict:

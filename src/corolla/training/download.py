@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tarfile
 import time
 import urllib.error
@@ -138,6 +139,12 @@ def download(
         except (OSError, http.client.HTTPException, DownloadError) as exc:
             if isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500:
                 raise DownloadError(f"{url}: HTTP {exc.code}") from exc
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
+                # The host name does not exist for this machine's resolver (no network, or
+                # a typo): retrying will not help, unlike EAI_AGAIN.
+                raise DownloadError(f"{url}: cannot resolve the host name ({reason.strerror}); "
+                                    "is this machine offline?") from exc
             last = exc
             continue
         if sha256 is not None:

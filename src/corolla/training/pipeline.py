@@ -28,7 +28,13 @@ import torch
 
 from corolla.images import preprocess_image
 from corolla.model_dir import stage_version, write_metadata
-from corolla.training.data import SplitSpec, scan_dataset, split_dataset, split_record
+from corolla.training.data import (
+    SplitSpec,
+    check_trainable,
+    scan_dataset,
+    split_dataset,
+    split_record,
+)
 from corolla.training.evaluate import evaluate_version
 from corolla.training.export import (
     VERIFY_ATOL,
@@ -77,6 +83,7 @@ def run(job: TrainJob) -> Path:
     torch.set_num_threads(max(1, job.recipe.threads))
     ds = scan_dataset(job.data_dir)
     splits = split_dataset(ds.samples, job.split)
+    check_trainable(ds, splits)
     log.info(
         "dataset %s: %s; split %s",
         job.data_dir,
