@@ -199,3 +199,16 @@ def test_a_port_in_use_exits_1_with_message(tmp_path: Path, api: str, shared: bo
     err = capsys.readouterr().err
     assert f"cannot listen on {'127.0.0.1:' if api == 'rest' else 'port '}{port}" in err
     assert ("REST API" if api == "rest" else "gRPC API") in err
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("2", True), ("30", True),
+                                           ("0.5", False), ("1", False), ("-1", False),
+                                           ("nan", False), ("inf", False)])
+def test_worker_watchdog_flag(value: str, ok: bool) -> None:
+    argv = ["--model_name=m", "--model_base_path=/tmp/m", "--rest_workers=2",
+            f"--rest_worker_watchdog_seconds={value}"]
+    if ok:
+        assert options(argv).worker_watchdog_seconds == float(value)
+    else:
+        with pytest.raises(CorollaError, match="rest_worker_watchdog_seconds"):
+            options(argv)

@@ -90,3 +90,41 @@ def test_pipe_rpc_answers_errors_and_drops_late_replies() -> None:
     while not eof.is_set() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert eof.is_set()  # the serving side notices that the other end is gone
+
+
+def test_watchdog_counts_silence_from_when_the_main_process_ran_on_time() -> None:
+    """A worker silent past the limit is killed, unless the main process itself was just
+    paused (the whole process group stopped and resumed): then the worker gets the full limit
+    again from the moment the main process noticed."""
+    from types import SimpleNamespace
+
+    from corolla.workers import WorkerPool, _Worker
+
+    class Proc:
+        pid = 1
+        killed = 0
+
+        def kill(self) -> None:
+            self.killed += 1
+
+    server = SimpleNamespace(options=SimpleNamespace(worker_watchdog_seconds=3.0, models=()))
+    pool = WorkerPool(server, 2, 0)  # type: ignore[arg-type]
+    now = time.monotonic()
+    beat = multiprocessing.Value("d", now - 10, lock=False)
+
+    def worker() -> _Worker:
+        return _Worker(index=1, proc=Proc(), rpc=None, up=None,  # type: ignore[arg-type]
+                       heartbeat=beat, spawned=now - 20)
+
+    w = worker()
+    pool._on_time_since = now - 1  # the main process was late a second ago
+    pool._check_heartbeat(w)
+    assert w.proc.killed == 0  # type: ignore[attr-defined]
+    pool._on_time_since = now - 5
+    pool._check_heartbeat(w)
+    pool._check_heartbeat(w)
+    assert w.proc.killed == 1 and w.killed_hung  # type: ignore[attr-defined]
+    fresh = worker()
+    fresh.spawned = beat.value  # has not beaten yet: still starting
+    pool._check_heartbeat(fresh)
+    assert fresh.proc.killed == 0  # type: ignore[attr-defined]

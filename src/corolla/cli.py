@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -209,8 +210,12 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                               platform=args.model_platform)]
     if args.rest_workers < 1:
         raise CorollaError("--rest_workers must be at least 1")
-    if args.rest_worker_watchdog_seconds < 0:
-        raise CorollaError("--rest_worker_watchdog_seconds must be 0 (off) or more")
+    from corolla.workers import MIN_WATCHDOG
+
+    watchdog = args.rest_worker_watchdog_seconds
+    if not (watchdog == 0 or (math.isfinite(watchdog) and watchdog >= MIN_WATCHDOG)):
+        raise CorollaError(f"--rest_worker_watchdog_seconds must be 0 (off) or at least "
+                           f"{MIN_WATCHDOG:g} (workers beat every second), got {watchdog}")
     if args.max_decoded_image_mib < 1:
         raise CorollaError("--max_decoded_image_mib must be at least 1")
     workers = args.rest_workers

@@ -9,6 +9,8 @@ A request's tensors travel as ``dict[str, np.ndarray]``; strings are numpy objec
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from typing import Any
 
 import numpy as np
@@ -86,16 +88,20 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
 
 
 _URL_SAFE = str.maketrans("-_", "+/")
+_ASCII_SPACE = re.compile(r"[ \t\r\n]+")
 
 
 def decode_base64(text: str) -> bytes:
     """Base64 as clients send it: the standard or the URL-safe alphabet (``tf.io.encode_base64``
-    writes the latter), padding optional, whitespace ignored (``base64`` wraps its output at 76
-    columns). Any other character raises ``binascii.Error``."""
+    writes the latter; not both in one value), padding optional, ASCII whitespace ignored
+    (``base64`` wraps its output at 76 columns). Anything else raises ``binascii.Error``."""
     if " " in text or "\n" in text or "\r" in text or "\t" in text:
-        text = "".join(text.split())
+        text = _ASCII_SPACE.sub("", text)
     if "-" in text or "_" in text:
+        if "+" in text or "/" in text:
+            raise binascii.Error("mixes the standard and the URL-safe base64 alphabets")
         text = text.translate(_URL_SAFE)
-    if len(text) % 4 and not text.endswith("="):
-        text += "=" * (-len(text) % 4)
+    if len(text) % 4:
+        body = text.rstrip("=")
+        text = body + "=" * (-len(body) % 4)
     return base64.b64decode(text, validate=True)

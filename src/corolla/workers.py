@@ -59,6 +59,8 @@ RPC_TIMEOUT = 10.0  # seconds; a metrics scrape or a config push that takes long
 START_TIMEOUT = 600.0  # seconds for a worker to load its models and start listening
 MAX_BACKOFF = 30.0
 HEARTBEAT = 1.0  # seconds between a worker's heartbeat stamps
+WATCH_INTERVAL = 0.5  # seconds between the main process's checks of its workers
+MIN_WATCHDOG = 2 * HEARTBEAT  # the shortest --rest_worker_watchdog_seconds (0: off)
 
 
 class PipeRpc:
@@ -160,6 +162,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._monitor: asyncio.Task[None] | None = None
+        self._on_time_since = 0.0  # when _watch last found itself running late (monotonic)
 
     # lifecycle
 
@@ -198,7 +201,9 @@ class WorkerPool:
         last = w.heartbeat.value
         if last == w.spawned:
             return  # still starting (imports); START_TIMEOUT bounds its model loading
-        silent = time.monotonic() - last
+        # Silence counts from when this process last ran on time itself: after the whole
+        # process group was paused (Ctrl-Z, docker pause) every worker gets the full limit.
+        silent = time.monotonic() - max(last, self._on_time_since)
         if silent <= limit:
             return
         log.error("REST worker %d (pid %s): its event loop has not run for %.0f s (limit "
@@ -209,8 +214,13 @@ class WorkerPool:
             w.proc.kill()  # SIGKILL also ends a stopped process
 
     async def _watch(self) -> None:
+        tick = time.monotonic()
         while not self._stopping:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            if now - tick > WATCH_INTERVAL + HEARTBEAT:
+                self._on_time_since = now  # this process was paused or starved too
+            tick = now
             for i, w in enumerate(self.workers):
                 if self._stopping:
                     break

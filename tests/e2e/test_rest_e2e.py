@@ -372,6 +372,9 @@ def test_upload_multipart_top_k_field(server: Any) -> None:
     files = [("file", ("a.jpg", image("blue"), "image/jpeg"))]
     doc = ok(server.post("/v1/models/colors:predict?top_k=3", files=files, data={"top_k": "1"}))
     assert [t["label"] for t in doc["predictions"][0]["top_k"]] == ["blue"]
+    # An HTML form's empty field is no top_k at all.
+    doc = ok(server.post("/v1/models/colors:predict?top_k=2", files=files, data={"top_k": ""}))
+    assert len(doc["predictions"][0]["top_k"]) == 2
 
 
 # ---- bad requests ---------------------------------------------------------------------------

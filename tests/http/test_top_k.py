@@ -14,8 +14,9 @@ def test_accepted(raw: object, k: int) -> None:
     assert parse_top_k(raw) == k
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", "abc", "", "2.5", "1e2", 0, -3, True, False, 2.5,
-                                 float("inf"), float("-inf"), float("nan"), None, [1], {"k": 1}])
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", "", "2.5", "1e2", "\u00b2", "+-1", "1_000",
+                                 "\u0663", "9" * 5000, 0, -3, True, False, 2.5, float("inf"),
+                                 float("-inf"), float("nan"), None, [1], {"k": 1}])
 def test_refused(raw: object) -> None:
     with pytest.raises(InvalidArgument, match="top_k must be a positive integer"):
         parse_top_k(raw)

@@ -276,3 +276,16 @@ def test_requests_before_an_unparseable_one_are_answered_first(server: Server) -
     assert [p[:3] for p in parts] == [b"200", b"200", b"400"], answer
     assert parts[0].endswith(b'{"live": true}') and b"model_version_status" in parts[1]
     assert parts[2].endswith(b'{"error": "Invalid HTTP request received."}')
+
+
+def test_a_broken_chunked_body_is_refused_at_once(server: Server) -> None:
+    # Bad bytes inside the body of the request being received fail it now (not after the
+    # body deadline): nothing else on the connection is owed an answer.
+    head = (b"POST /v1/models/m:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+            b"\r\ntransfer-encoding: chunked\r\n\r\n")
+    with contextlib.closing(_raw(server)) as s:
+        s.sendall(head + b"5\r\n{\"ins\r\nzz-not-a-size\r\n")
+        t0 = time.monotonic()
+        answer = _read_all(s)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert time.monotonic() - t0 < 0.9  # the fixture's body deadline is 1 s

@@ -26,7 +26,12 @@ def test_padding_optional_and_line_breaks_ignored() -> None:
     assert decode_base64(base64.encodebytes(DATA).decode().replace("\n", "\r\n")) == DATA
 
 
-@pytest.mark.parametrize("text", ["abc$", "ab*d", "a", "====", "ab=c"])
+def test_padding_may_be_short() -> None:
+    assert decode_base64("QQ") == decode_base64("QQ=") == decode_base64("QQ==") == b"A"
+
+
+@pytest.mark.parametrize("text", ["abc$", "ab*d", "a", "====", "ab=c", "QUJD+-8_",
+                                  "QUJD\u00a0RA== ", "QUJD\u2028RA==\n"])
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises((binascii.Error, ValueError)):
         decode_base64(text)

@@ -212,8 +212,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The parser refused the request: a JSON error body, as every other error has. Complete
         requests received before it on the same connection (pipelined) are answered first."""
         cycle = self.cycle
-        if self.pipeline or (cycle is not None and not cycle.response_complete):
+        # Deferred only when the bad bytes follow complete requests; bad bytes inside the body
+        # of the request being received fail that request now, as before.
+        in_body = cycle is not None and cycle.more_body and not cycle.response_complete
+        if not in_body and (self.pipeline or (cycle is not None
+                                              and not cycle.response_complete)):
             self._deferred_400 = msg
+            self._disarm()  # nothing more is read: no header deadline for the answers owed
             return
         self.transport.write(_error_response(b"400 Bad Request", msg))
         self.transport.close()

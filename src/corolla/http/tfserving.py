@@ -56,14 +56,16 @@ def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
     return spec, verb
 
 
+_INTEGER = re.compile(r"[+]?[0-9]{1,18}", re.ASCII)
+
+
 def parse_top_k(raw: object) -> int:
     """A ``top_k`` from a query string, a form field or a JSON body: a positive integer (a JSON
     number with no fraction, such as ``2.0``, counts; ``true``, ``2.5``, infinities do not)."""
     k: int | None = None
     if isinstance(raw, str):
-        text = raw.strip()
-        if text.lstrip("+-").isdigit():
-            k = int(text)
+        if _INTEGER.fullmatch(raw.strip()):
+            k = int(raw)
     elif isinstance(raw, int) and not isinstance(raw, bool):
         k = raw
     elif isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
@@ -218,7 +220,7 @@ async def _multipart_images(request: Request) -> tuple[list[bytes], str | None]:
         for key, value in form.multi_items():
             if hasattr(value, "read"):
                 images.append(await value.read())
-            elif key == "top_k":
+            elif key == "top_k" and value.strip():  # an HTML form's empty field: unset
                 top_k = value
         if not images:
             raise InvalidArgument("multipart/form-data request has no file parts")
