@@ -174,10 +174,11 @@ class TfServingRest:
                               form_top_k: str | None = None) -> Response:
         if not images:
             raise InvalidArgument("no image in the request")
+        top_k = _top_k(request, form=form_top_k)  # refused before the model runs
         result = await self.service.predict_images(spec, images)
         md = result.metadata
         if md.labels and md.scores_output:
-            classes = top_classes(md, result.outputs, _top_k(request, form=form_top_k) or 5)
+            classes = top_classes(md, result.outputs, top_k or 5)
             preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)
             return json_response({"predictions": preds, "model_version": str(result.version)})
         return json_response(codec.predict_response(result.outputs, True))
