@@ -10,6 +10,7 @@ server sees a version whole or not at all.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ def export_onnx(
 
     module = module.eval().cpu()
     dummy = torch.zeros(2, spec.height, spec.width, spec.channels)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer says, once per strided Slice, that it leaves those unfolded: harmless (the
+        # graph is verified against PyTorch after export), and noise in every training run.
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             module,
             (dummy,),

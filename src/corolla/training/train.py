@@ -184,21 +184,13 @@ def fit(
             bad_epochs = 0
         elif validated:
             bad_epochs += 1
-        log.info(
-            "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
-            rec.epoch,
-            rec.train_loss,
-            rec.train_acc,
-            val_loss,
-            val_acc,
-            " *" if improved else "",
-        )
-        if cfg.progress:
-            tqdm.write(
-                f"epoch {rec.epoch}: loss {rec.train_loss:.4f} acc {rec.train_acc:.4f} | "
+        line = (f"epoch {rec.epoch}: loss {rec.train_loss:.4f} acc {rec.train_acc:.4f} | "
                 f"val loss {val_loss:.4f} acc {val_acc:.4f} ({rec.seconds:.1f}s)"
-                + (" *" if improved else "")
-            )
+                + (" *" if improved else ""))
+        if cfg.progress:
+            tqdm.write(line)  # above the progress bars; a log record too would repeat it
+        else:
+            log.info("%s", line)
         if checkpoint is not None:
             _save_checkpoint(
                 checkpoint,
