@@ -64,3 +64,17 @@ def test_a_small_saving_is_not_worth_batching() -> None:
     result = tune_max_batch_size(s, limit=8)
     assert result is not None and result.max_batch_size == 1
     assert result.cost_per_row_ms[2] < result.cost_per_row_ms[1]
+
+
+def test_blocking_time_is_cpu_time_unless_the_model_waits() -> None:
+    from corolla.autotune import WAIT_RATIO, TuneResult
+
+    # Contention: the same 13 ms of CPU took 29 ms of wall time while the machine was busy.
+    busy = TuneResult(max_batch_size=4, cost_per_row_ms={1: 13.0, 4: 12.0},
+                      wall_per_row_ms={1: 29.0, 4: 30.0})
+    assert busy.blocking_ms(1) == 13.0 and busy.blocking_ms(4) == 48.0
+    # A model that waits (its own thread pool, a device): the wall time is what holds the loop.
+    waits = TuneResult(max_batch_size=1, cost_per_row_ms={1: 0.5},
+                       wall_per_row_ms={1: 0.5 * WAIT_RATIO + 1})
+    assert waits.blocking_ms(1) == 0.5 * WAIT_RATIO + 1
+    assert busy.blocking_ms(2) is None
