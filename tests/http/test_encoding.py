@@ -59,3 +59,42 @@ async def test_request_body_inflates_per_content_encoding_and_caps_it() -> None:
         await request_body(capped)
     plain = _request([{"type": "http.request", "body": b"{}"}])
     assert await request_body(plain) == b"{}"
+
+
+async def test_big_bodies_are_parsed_in_a_thread_one_at_a_time() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from corolla.http.encoding import BIG_BODY_BYTES, parse_body
+
+    loop_thread = threading.get_ident()
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def parse(tag: int) -> tuple[int, int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return tag, threading.get_ident()
+
+    assert await parse_body(10, parse, 0) == (0, loop_thread)  # small: right here
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    got = await asyncio.gather(*(parse_body(BIG_BODY_BYTES, parse, i) for i in range(3)))
+    t.cancel()
+    assert [tag for tag, _ in got] == [0, 1, 2]
+    assert all(ident != loop_thread for _, ident in got)
+    assert most == 1  # one big parse at a time
+    assert ticks > 5  # the loop ran meanwhile

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from corolla import frontend
 from corolla.errors import InvalidArgument
-from corolla.http.encoding import request_body
+from corolla.http.encoding import parse_body, request_body
 from corolla.protocols import kserve_v2 as codec
 from corolla.service import PredictionService
 
@@ -88,7 +88,7 @@ class KServeV2Rest:
 
     async def infer(self, request: Request) -> Response:
         body = await request_body(request)
-        req = codec.decode_request(body, _header_length(request))
+        req = await parse_body(len(body), codec.decode_request, body, _header_length(request))
         result = await frontend.v2_infer(self.service, request.path_params["name"],
                                          request.path_params.get("version"), req)
         content, header_length = codec.encode_response(

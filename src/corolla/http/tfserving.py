@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
-from corolla.http.encoding import request_body
+from corolla.http.encoding import parse_body, request_body
 from corolla.images import sniff_format
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
@@ -122,7 +122,7 @@ class TfServingRest:
                 "or multipart/form-data")
         body = await request_body(request)
         try:
-            doc = codec.loads(body)
+            doc = await parse_body(len(body), codec.loads, body)
         except InvalidArgument:
             image = sniff_format(body[:16])
             if image is None:
@@ -138,7 +138,7 @@ class TfServingRest:
         spec = ModelSpec(name=spec.name, version=spec.version, label=spec.label,
                          signature_name=sig_name)
         if verb == "predict":
-            return await self._predict_json(request, spec, doc)
+            return await self._predict_json(request, spec, doc, len(body))
         method = tf_inference.CLASSIFY_METHOD if verb == "classify" else tf_inference.REGRESS_METHOD
         if tf_inference.wants_examples(self.service.metadata(spec)[1], sig_name, method):
             # A SavedModel signature that parses serialized tf.Examples, as TF Serving runs it.
@@ -157,11 +157,11 @@ class TfServingRest:
             f"Was: {sig.method_name}. Model {spec.name} has no regression signature; use "
             f":predict{' or :classify' if md.labels else ''}")
 
-    async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any]
-                            ) -> Response:
+    async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any],
+                            size: int = 0) -> Response:
         _, md = self.service.metadata(spec)
         sig = find_signature(md, spec)  # before parsing: it decides the single-input shorthand
-        inputs, row = codec.parse_predict(doc, sig)
+        inputs, row = await parse_body(size, codec.parse_predict, doc, sig)
         top_k = _top_k(request, doc)
         result = await self.service.predict(spec, inputs)
         if top_k is not None and md.labels and md.scores_output:
