@@ -114,7 +114,7 @@ def test_watchdog_counts_silence_from_when_the_main_process_ran_on_time() -> Non
 
     def worker() -> _Worker:
         return _Worker(index=1, proc=Proc(), rpc=None, up=None,  # type: ignore[arg-type]
-                       heartbeat=beat, spawned=now - 20)
+                       heartbeat=beat)
 
     w = worker()
     pool._on_time_since = now - 1  # the main process was late a second ago
@@ -125,6 +125,6 @@ def test_watchdog_counts_silence_from_when_the_main_process_ran_on_time() -> Non
     pool._check_heartbeat(w)
     assert w.proc.killed == 1 and w.killed_hung  # type: ignore[attr-defined]
     fresh = worker()
-    fresh.spawned = beat.value  # has not beaten yet: still starting
+    beat.value = 0.0  # has not beaten yet: still starting
     pool._check_heartbeat(fresh)
     assert fresh.proc.killed == 0  # type: ignore[attr-defined]

@@ -105,3 +105,13 @@ def decode_base64(text: str) -> bytes:
         body = text.rstrip("=")
         text = body + "=" * (-len(body) % 4)
     return base64.b64decode(text, validate=True)
+
+
+def decode_b64_value(value: Any) -> bytes:
+    """A TF Serving ``{"b64": value}``'s bytes (REST predict and classify JSON alike)."""
+    if not isinstance(value, str):
+        raise InvalidArgument("\"b64\" value must be a string")
+    try:
+        return decode_base64(value)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument(f"Unable to base64 decode: {exc}") from exc

@@ -137,8 +137,8 @@ class _Worker:
     proc: BaseProcess
     rpc: PipeRpc  # main -> worker
     up: Connection  # worker -> main, answered by a serve_pipe thread
-    heartbeat: Any = None  # shared double: time.monotonic() of the worker loop's last beat
-    spawned: float = 0.0  # the heartbeat's value until the worker's loop first beats
+    # Shared double: time.monotonic() of the worker loop's last beat (0.0: none yet).
+    heartbeat: Any = None
     listening: bool = False
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -179,8 +179,7 @@ class WorkerPool:
                           grpc_port=self.grpc_port,
                           models=tuple(self.configs), model_config_file_poll_wait_seconds=0.0)
         # CLOCK_MONOTONIC is the same clock in every process.
-        spawned = time.monotonic()
-        heartbeat = self._ctx.Value("d", spawned, lock=False)
+        heartbeat = self._ctx.Value("d", 0.0, lock=False)
         proc = self._ctx.Process(target=worker_main, name=f"corolla-rest-{index}",
                                  args=(options, index, worker_cmd, worker_up, heartbeat),
                                  daemon=False)
@@ -188,7 +187,7 @@ class WorkerPool:
         worker_cmd.close()
         worker_up.close()
         w = _Worker(index=index, proc=proc, rpc=PipeRpc(main_cmd), up=main_up, restarts=restarts,
-                    heartbeat=heartbeat, spawned=spawned)
+                    heartbeat=heartbeat)
         serve_pipe(main_up, self._answer_worker, lambda: None, f"rest-{index}-up")
         log.info("REST worker %d started (pid %d)", index, proc.pid)
         return w
@@ -199,7 +198,7 @@ class WorkerPool:
         if limit <= 0 or w.killed_hung or w.heartbeat is None:
             return
         last = w.heartbeat.value
-        if last == w.spawned:
+        if last == 0.0:
             return  # still starting (imports); START_TIMEOUT bounds its model loading
         # Silence counts from when this process last ran on time itself: after the whole
         # process group was paused (Ctrl-Z, docker pause) every worker gets the full limit.
@@ -372,7 +371,7 @@ async def _families(server: CorollaServer) -> list[Family]:
 
 
 def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection,
-                heartbeat: Any = None) -> None:
+                heartbeat: Any) -> None:
     """Entry point of a REST worker process (``spawn``: a fresh interpreter)."""
     from corolla.logging_setup import configure_logging, tag_process
 
@@ -395,13 +394,12 @@ def _beat(loop: asyncio.AbstractEventLoop, heartbeat: Any) -> None:
     loop.call_later(HEARTBEAT, _beat, loop, heartbeat)
 
 
-async def _worker(options: ServerOptions, link: WorkerLink, heartbeat: Any = None) -> None:
+async def _worker(options: ServerOptions, link: WorkerLink, heartbeat: Any) -> None:
     from corolla.server import CorollaServer
 
     server = CorollaServer(options, worker=link)
     loop = asyncio.get_running_loop()
-    if heartbeat is not None:
-        _beat(loop, heartbeat)
+    _beat(loop, heartbeat)
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
     link.serve(server, loop)
     await server.start()

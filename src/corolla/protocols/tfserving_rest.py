@@ -10,7 +10,6 @@ outputs that are not UTF-8 come back as ``{"b64": ...}``.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 from typing import Any
@@ -21,7 +20,7 @@ import orjson
 from corolla.errors import InvalidArgument
 from corolla.model_dir import ModelMetadata, Signature
 from corolla.repository.manager import VersionStatus
-from corolla.tensors import TF_DTYPE_NAMES, Tensors, decode_base64
+from corolla.tensors import TF_DTYPE_NAMES, Tensors, decode_b64_value
 
 JSON = Any
 
@@ -47,15 +46,6 @@ def _is_b64(v: Any) -> bool:
     return isinstance(v, dict) and len(v) == 1 and "b64" in v
 
 
-def _b64decode(s: Any) -> bytes:
-    if not isinstance(s, str):
-        raise InvalidArgument("\"b64\" value must be a string")
-    try:
-        return decode_base64(s)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument(f"Unable to base64 decode: {exc}") from exc
-
-
 def _leaves_to_object(value: Any) -> np.ndarray:
     """Nested lists of strings / b64 objects -> object array of bytes (rectangular)."""
 
@@ -73,7 +63,7 @@ def _leaves_to_object(value: Any) -> np.ndarray:
 
     def leaf(v: Any) -> bytes:
         if _is_b64(v):
-            return _b64decode(v["b64"])
+            return decode_b64_value(v["b64"])
         if isinstance(v, str):
             return v.encode("utf-8")
         raise InvalidArgument(

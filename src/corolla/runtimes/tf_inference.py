@@ -17,7 +17,6 @@ model that does not parse examples itself, e.g. an ONNX classifier with labels.)
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from corolla.errors import FailedPrecondition, InvalidArgument
 from corolla.model_dir import ModelMetadata, Signature
-from corolla.tensors import Tensors, decode_base64
+from corolla.tensors import Tensors, decode_b64_value
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -165,19 +164,10 @@ def _feature_values(name: str, content: Any, feature: Any) -> None:
             feature.bytes_list.value.append(v.encode("utf-8"))
         elif isinstance(v, dict) and len(v) == 1 and "b64" in v:
             want("bytes_list")
-            feature.bytes_list.value.append(_b64(v["b64"]))
+            feature.bytes_list.value.append(decode_b64_value(v["b64"]))
         else:
             raise InvalidArgument(
                 f"Feature: {name} has element with unexpected JSON type: {_json_type(v)}")
-
-
-def _b64(s: Any) -> bytes:
-    if not isinstance(s, str):
-        raise InvalidArgument("\"b64\" value must be a string")
-    try:
-        return decode_base64(s)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument(f"Unable to base64 decode: {exc}") from exc
 
 
 def _json_type(v: Any) -> str:

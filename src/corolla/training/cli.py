@@ -12,7 +12,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corolla.training.data import SplitSpec
 
 PRESETS: dict[str, dict[str, Any]] = {  # recipe -> defaults that the command line may override
     "cached": {
@@ -157,10 +160,18 @@ def train_command(args: argparse.Namespace) -> int:
         return 2
 
 
-def _train_args_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the command line, found before any work starts (None: nothing)."""
+def _split_spec(args: argparse.Namespace) -> SplitSpec:
+    """``--split`` and ``--split-seed`` as a SplitSpec; ValueError if they do not make one."""
     from corolla.training.data import SplitSpec
 
+    parts = [float(x) for x in args.split.split(",")]
+    if len(parts) != 3:
+        raise ValueError("three fractions")
+    return SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed)
+
+
+def _train_args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, found before any work starts (None: nothing)."""
     if (args.data_dir is None) == (args.dataset is None):
         return "give DATA_DIR or --dataset (not both)"
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -173,19 +184,14 @@ def _train_args_problem(args: argparse.Namespace) -> str | None:
             return f"--{name.replace('_', '-')} must be at least 1, got {value}"
     if args.patience is not None and args.patience < 0:
         return f"--patience must be 0 or more, got {args.patience}"
-    for name in ("lr",):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            return f"--{name} must be positive, got {value}"
+    if args.lr is not None and args.lr <= 0:
+        return f"--lr must be positive, got {args.lr}"
     if args.views < 1:
         return f"--views must be at least 1, got {args.views}"
     if args.recipe == "cached" and args.arch != "efficientnet_lite0":
         return "--recipe cached needs a pretrained backbone: --arch efficientnet_lite0"
     try:
-        parts = [float(x) for x in args.split.split(",")]
-        if len(parts) != 3:
-            raise ValueError("three fractions")
-        SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed)
+        _split_spec(args)
     except ValueError as exc:
         return (f"--split {args.split!r}: three non-negative fractions for train, validation "
                 f"and test that sum to 1 ({exc})")
@@ -193,7 +199,6 @@ def _train_args_problem(args: argparse.Namespace) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from corolla.training.data import SplitSpec
     from corolla.training.pipeline import TrainJob, run
     from corolla.training.recipes import RecipeConfig
     from corolla.training.train import FitConfig, pick_device
@@ -234,12 +239,11 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads,
         refit=args.refit,
     )
-    parts = [float(x) for x in args.split.split(",")]  # checked by _train_args_problem
     job = TrainJob(
         data_dir=data_dir,
         output=args.output,
         recipe=cfg,
-        split=SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed),
+        split=_split_spec(args),  # checked by _train_args_problem
         workdir=args.workdir or Path("runs") / args.output.name,
         resume=args.resume,
         quantize=args.quantize,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class DatasetError(ValueError):
     """The photos given cannot be trained on as they are (said in the message)."""
 
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "validation", "test")
 
