@@ -11,6 +11,11 @@
 # image's defaults (MODEL_NAME=model) and nothing is mounted at /models/model, Corolla serves its
 # embedded default model (flowers) instead of failing: `docker run -p 8501:8501 corolla` works.
 #
+# PORT (Cloud Run, Knative, Heroku): when set, it is the REST port, read by `corolla serve`
+# itself (--rest_api_port, if given as an argument, still wins); gRPC stays on 8500.
+# COROLLA_CPUS (the pod's CPU request, through the Downward API) sizes the thread pools; it is
+# read by `corolla serve` too, like --cpus.
+#
 # `exec` keeps the server as the direct child of tini (PID 1), so SIGTERM reaches it and it drains
 # gracefully: readiness false, listeners closed, in-flight requests finished, exit 0.
 set -eu
@@ -33,4 +38,7 @@ if [ "$model_flag" = 0 ] && [ "${MODEL_NAME:-}" = model ] \
   unset MODEL_NAME
 fi
 
+if [ -n "${PORT:-}" ]; then
+  exec corolla serve --port=8500 "$@"
+fi
 exec corolla serve --port=8500 --rest_api_port=8501 "$@"

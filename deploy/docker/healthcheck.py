@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Docker HEALTHCHECK for the Corolla image: exit 0 when the server is ready.
 
-GETs COROLLA_HEALTHCHECK_URL (default http://127.0.0.1:8501/v2/health/ready: 200 once the
+GETs COROLLA_HEALTHCHECK_URL (default http://127.0.0.1:$PORT/v2/health/ready, where PORT
+defaults to 8501 as the REST port does: 200 once the
 configured models are AVAILABLE, 503 while loading or draining). Standard library only, no
 proxies, short timeout, so it costs a few tens of milliseconds per probe.
 """
@@ -11,7 +12,10 @@ import sys
 import urllib.error
 import urllib.request
 
-URL = os.environ.get("COROLLA_HEALTHCHECK_URL", "http://127.0.0.1:8501/v2/health/ready")
+URL = os.environ.get(
+    "COROLLA_HEALTHCHECK_URL",
+    f"http://127.0.0.1:{os.environ.get('PORT', '').strip() or 8501}/v2/health/ready",
+)
 
 
 def main() -> int:

@@ -1,12 +1,19 @@
 """API keys (bearer tokens) shared by the REST and gRPC frontends.
 
 Keys come from a file and/or a list given by the CLI (read from an environment variable there).
-The file has one key per line, optionally followed by the models it may call::
+The file has one key per line, optionally followed by its scope: the models it may call, or
+``@admin``::
 
     # comments and blank lines are ignored
     s3cr3t-key-for-everything
     k3y-for-two-models   flowers,birds
     another-full-key     *
+    0p3rat0r-key         @admin
+
+Only an ``@admin`` key may change the server's configuration through the API (gRPC
+``HandleReloadConfigRequest``, which can unload every model); it may also call every model.
+Keys for every model (no scope, ``*``, or from the environment) are client keys: they predict,
+they do not reconfigure.
 
 Several keys may be valid at once (rotation: add the new key, roll out clients, remove the old
 one). The file is re-read when it changes (:meth:`KeyStore.watch`); a broken file keeps the keys
@@ -39,19 +46,18 @@ log = logging.getLogger("corolla.auth")
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
-@dataclass(frozen=True)
+ADMIN_SCOPE = "@admin"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiKey:
     digest: bytes
     models: frozenset[str] | None  # None: every model
     key_id: str  # first hex digits of the digest, for logs
+    admin: bool = False  # may change the configuration (HandleReloadConfigRequest)
 
     def allows(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
-
-    @property
-    def admin(self) -> bool:
-        """Keys for every model may also change the server's configuration."""
-        return self.models is None
 
 
 def _digest(token: str | bytes) -> bytes:
@@ -59,13 +65,28 @@ def _digest(token: str | bytes) -> bytes:
 
 
 def make_key(token: str, models: Iterable[str] | None = None) -> ApiKey:
+    """A key for ``models`` (None or ``*``: every model); ``[ADMIN_SCOPE]``: an admin key."""
     if not token or any(c.isspace() for c in token):
         raise InvalidArgument("an API key must be non-empty and contain no whitespace")
     d = _digest(token)
     ms = None if models is None else frozenset(models)
+    admin = ms is not None and ADMIN_SCOPE in ms
+    if admin:
+        assert ms is not None
+        if ms - {ADMIN_SCOPE, "*"}:
+            raise InvalidArgument(
+                f"an {ADMIN_SCOPE} key may call every model: list no "
+                f"models beside it, got {','.join(sorted(ms))}"
+            )
+        ms = None
     if ms is not None and "*" in ms:
         ms = None
-    return ApiKey(digest=d, models=ms, key_id=d.hex()[:8])
+    if ms is not None and any(m.startswith("@") for m in ms):
+        raise InvalidArgument(
+            f"unknown scope {min(m for m in ms if m.startswith('@'))} "
+            f"(the one scope is {ADMIN_SCOPE})"
+        )
+    return ApiKey(digest=d, models=ms, key_id=d.hex()[:8], admin=admin)
 
 
 def parse_keys_text(text: str, source: str = "keys file") -> list[ApiKey]:
@@ -122,7 +143,12 @@ class KeyStore:
             return False
         self._stamp = stamp
         self._keys = (*self._static, *keys)
-        log.info("API keys loaded from %s: %d key(s)", self.path, len(keys))
+        log.info(
+            "API keys loaded from %s: %d key(s), %d admin",
+            self.path,
+            len(keys),
+            sum(k.admin for k in keys),
+        )
         return True
 
     async def watch(self, interval: float, stop: asyncio.Event) -> None:

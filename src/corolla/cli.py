@@ -16,13 +16,13 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from corolla import __version__
-from corolla.cpus import available_cpus
+from corolla.cpus import CPUS_ENV, available_cpus, detected_cpus, parse_cpus
 from corolla.errors import CorollaError
 
 log = logging.getLogger("corolla")
@@ -61,8 +61,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     b: dict[str, Any] = {"nargs": "?", "const": True, "type": parse_bool}
     g = p.add_argument_group("TensorFlow Serving flags")
     g.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
-    g.add_argument("--rest_api_port", type=int, default=8501,
-                   help="REST port (default 8501; 0 picks a free port)")
+    g.add_argument("--rest_api_port", type=int, default=None,
+                   help="REST port (default: $PORT when set, as Cloud Run, Knative and Heroku "
+                        "set it, else 8501; 0 picks a free port). Given explicitly, it wins "
+                        "over $PORT")
     g.add_argument("--model_name", default=None, help="name of the single model to serve")
     g.add_argument("--model_base_path", default=None,
                    help="base path of the single model (holds numbered version directories)")
@@ -127,6 +129,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="after the listeners close, wait this long for in-flight requests")
     c.add_argument("--access_log", default=False, **b)
     c.add_argument("--log_level", default="INFO")
+    c.add_argument("--cpus", default=None,
+                   help="CPUs to size thread pools for (2, 1.5, 500m; rounded up), e.g. the "
+                        "pod's CPU request; sets COROLLA_CPUS for the server and its workers. "
+                        "Only lowers what the affinity mask and CPU limit allow (default: "
+                        "$COROLLA_CPUS, else those)")
     c.add_argument("--rest_workers", type=int, default=1,
                    help="processes serving the REST and gRPC APIs, sharing their ports "
                         "(default 1). More help when the server's own work, not inference, "
@@ -236,7 +243,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
     return ServerOptions(
-        host=args.host, rest_api_port=args.rest_api_port, grpc_port=args.port,
+        host=args.host, rest_api_port=rest_api_port(args, env), grpc_port=args.port,
         models=tuple(models), model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -269,6 +276,41 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         **ops,
         enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
     )
+
+
+def rest_api_port(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """--rest_api_port when given, else $PORT (the platform's port) when set, else 8501."""
+    port = args.rest_api_port
+    source = "--rest_api_port"
+    if port is None and env.get("PORT", "").strip():
+        source = f"$PORT={env['PORT']!r}"
+        try:
+            port = int(env["PORT"])
+        except ValueError:
+            raise CorollaError(f"{source} is not a port number") from None
+        if not 0 < port < 65536:
+            raise CorollaError(f"{source} is not a port number (1-65535)")
+        log.info("REST API port %d from $PORT", port)
+    if port is None:
+        return 8501
+    if port != 0 and port == args.port:
+        raise CorollaError(f"REST port {port} ({source}) is the gRPC port (--port); where the "
+                           "platform's $PORT is for gRPC, give --rest_api_port explicitly")
+    return int(port)
+
+
+def apply_cpus(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
+    """--cpus sets COROLLA_CPUS (for this process and its workers); a bad value is refused."""
+    if args.cpus is not None:
+        environ[CPUS_ENV] = args.cpus
+    given = environ.get(CPUS_ENV, "").strip()
+    if given:
+        try:
+            parse_cpus(given)
+        except ValueError as exc:
+            raise CorollaError(f"--cpus / ${CPUS_ENV}: {exc}") from None
+    log.info("sizing thread pools for %d CPU(s) (detected %d%s)", available_cpus(),
+             detected_cpus(), f", {CPUS_ENV}={given}" if given else "")
 
 
 def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any]
@@ -358,6 +400,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_format)
     try:
+        apply_cpus(args, os.environ)
         options = build_server_options(args, dict(os.environ))
     except CorollaError as exc:
         print(f"corolla serve: error: {exc.message}", file=sys.stderr)

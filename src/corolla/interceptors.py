@@ -186,7 +186,8 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         try:
             key = self.keys.authenticate(bearer_token(authorization, api_key))
             if method == RELOAD_METHOD and not key.admin:
-                raise PermissionDenied("Reloading the configuration needs a key for every model")
+                raise PermissionDenied("Reloading the configuration needs an admin key "
+                                       "(scope @admin in the API keys file)")
             for model in models:
                 if not key.allows(model):
                     raise PermissionDenied(f"This API key may not call model {model}")

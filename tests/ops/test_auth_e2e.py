@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import text_format
 from grpc_health.v1 import health_pb2
 from ops_process import (
     Server,
@@ -39,7 +40,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_model(work / "m", 1)
     fake_model(work / "other", 1)
     (work / "models.config").write_text(CONFIG)
-    (work / "keys").write_text("# rotation in progress\nold-key\nnew-key\nnarrow other\n")
+    (work / "keys").write_text(
+        "# rotation in progress\nold-key\nnew-key\nnarrow other\nops-key @admin\n"
+    )
     with serve(
         ["--model_config_file=models.config", "--api_keys_file=keys"],
         work,
@@ -90,20 +93,27 @@ def test_grpc_unauthenticated_permission_denied_ok(server: Server) -> None:
     assert _grpc(server, "m", [("authorization", "Bearer old-key")]) == grpc.StatusCode.OK
     with grpc.insecure_channel(server.grpc_target) as ch:
         assert health_status(ch) == health_pb2.HealthCheckResponse.SERVING  # open
-        # Reloading the configuration needs a key for every model.
+        # Reloading the configuration (an empty one would unload every model) needs an admin
+        # key: a client key, even one for every model, may not.
         stub = model_service_pb2_grpc.ModelServiceStub(ch)
         req = model_management_pb2.ReloadConfigRequest()
-        with pytest.raises(grpc.RpcError) as e:
-            stub.HandleReloadConfigRequest(req, metadata=[("x-api-key", "narrow")], timeout=10)
-        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for key in ("narrow", "old-key", "env-key-1"):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.HandleReloadConfigRequest(req, metadata=[("x-api-key", key)], timeout=10)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, key
+            assert "admin key" in (e.value.details() or "")
         with pytest.raises(grpc.RpcError) as e:
             stub.HandleReloadConfigRequest(req, timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # The admin key may: the same two models again, so nothing changes.
+        text_format.Parse(CONFIG, req.config)
+        stub.HandleReloadConfigRequest(req, metadata=[("x-api-key", "ops-key")], timeout=30)
+        assert _grpc(server, "m", [("x-api-key", "ops-key")]) == grpc.StatusCode.OK
 
 
 def test_key_rotation_by_editing_the_file(server: Server) -> None:
     keys = Path(server.log).parent / "keys"
-    keys.write_text("new-key\nnarrow other\n")  # old-key retired
+    keys.write_text("new-key\nnarrow other\nops-key @admin\n")  # old-key retired
     os.utime(keys, ns=(time.time_ns(), time.time_ns()))
     deadline = time.monotonic() + 15
     while _rest(server, "m", {"authorization": "Bearer old-key"}) != 401:
@@ -114,4 +124,4 @@ def test_key_rotation_by_editing_the_file(server: Server) -> None:
         _grpc(server, "m", [("authorization", "Bearer old-key")]) == grpc.StatusCode.UNAUTHENTICATED
     )
     assert _rest(server, "m", {"x-api-key": "env-key-1"}) == 200  # the environment's stay
-    assert "API keys loaded from keys: 2 key(s)" in server.log_text()
+    assert "API keys loaded from keys: 3 key(s), 1 admin" in server.log_text()

@@ -29,6 +29,18 @@ def test_parse_keys(text: str, expected: list[frozenset[str] | None]) -> None:
     assert [k.models for k in parse_keys_text(text)] == expected
 
 
+def test_parse_keys_admin_scope() -> None:
+    keys = parse_keys_text("client\nall *\nops @admin\nops2 *,@admin  # also admin\nt m\n")
+    assert [(k.models, k.admin) for k in keys] == [
+        (None, False), (None, False), (None, True), (None, True), (frozenset({"m"}), False)
+    ]  # fmt: skip
+    assert keys[2].allows("anything")
+    with pytest.raises(InvalidArgument, match=":1: an @admin key may call every model"):
+        parse_keys_text("ops m1,@admin\n")
+    with pytest.raises(InvalidArgument, match=":2: unknown scope @root"):
+        parse_keys_text("ok\nops @root\n")
+
+
 def test_parse_keys_rejects_empty_model_list() -> None:
     with pytest.raises(InvalidArgument, match=":1: empty model list"):
         parse_keys_text("k1 ,\n")
@@ -38,8 +50,9 @@ def test_keystore_authenticates_authorizes_and_reloads(tmp_path: Path) -> None:
     f = tmp_path / "keys"
     f.write_text("old-key\nnarrow m1\n")
     store = KeyStore(path=str(f), static=["env-key"])
-    assert store.authorize("old-key", "m9").admin
-    assert store.authorize("env-key", None).admin
+    # Keys for every model are client keys; only @admin keys may change the configuration.
+    assert not store.authorize("old-key", "m9").admin
+    assert not store.authorize("env-key", None).admin
     assert store.authorize("narrow", "m1").models == frozenset({"m1"})
     with pytest.raises(CorollaError) as e:
         store.authorize("narrow", "m2")
