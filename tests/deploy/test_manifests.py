@@ -269,6 +269,13 @@ def test_cloud_run_service(path: Path) -> None:
             assert handler["port"] == port["containerPort"]
     assert "startupProbe" in c
     args = serve_args(c.get("args", []))
+    # Cloud Run sets PORT to the container port: REST takes it unless the flag says otherwise.
+    from corolla.cli import rest_api_port
+
+    # (the entrypoint passes only --port=8500 when PORT is set)
+    with_port = build_parser().parse_args(["serve", "--port=8500", *c.get("args", [])])
+    rest = rest_api_port(with_port, {"PORT": str(port["containerPort"])})
+    assert rest == 8501 and (port["name"] == "http1") == (rest == port["containerPort"])
     # Cloud Run sends SIGKILL 10 s after SIGTERM.
     assert args.shutdown_grace_seconds + args.drain_timeout_seconds < 10
     assert 1 <= spec["containerConcurrency"] <= 1000
