@@ -58,7 +58,7 @@ def default_model_base_path() -> str:
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    b: dict[str, Any] = {"nargs": "?", "const": True, "type": parse_bool}
+    b: dict[str, Any] = {"nargs": "?", "const": True, "type": parse_bool, "metavar": "BOOL"}
     g = p.add_argument_group("TensorFlow Serving flags")
     g.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     g.add_argument("--rest_api_port", type=int, default=None,
@@ -74,14 +74,20 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-read the config file this often (0: never)")
     g.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="look for new versions this often (default 1; 0: only at start)")
-    g.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    g.add_argument("--rest_api_enable_cors_support", default=False, **b)
+    g.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="request deadline in milliseconds (REST, and gRPC calls without a "
+                        "deadline of their own): 504 / DEADLINE_EXCEEDED past it (default 30000)")
+    g.add_argument("--rest_api_enable_cors_support", default=False, **b,
+                   help="answer CORS preflights and allow every origin (default false)")
     g.add_argument("--enable_batching", default=True, **b,
-                   help="dynamic batching (Corolla: on by default; --enable_batching=false)")
+                   help="dynamic batching, where it saves CPU (default true, unlike TF "
+                        "Serving; --enable_batching=false turns it off)")
     g.add_argument("--batching_parameters_file", default=None,
-                   help="BatchingParameters in text format")
-    g.add_argument("--max_num_load_retries", type=int, default=5)
-    g.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
+                   help="BatchingParameters in text format: TF Serving's batching, as configured")
+    g.add_argument("--max_num_load_retries", type=int, default=5,
+                   help="retries of a version that fails to load (default 5)")
+    g.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                   help="wait between load retries, in microseconds (default 60000000)")
     g.add_argument("--version", dest="print_version", action="store_true",
                    help="print the version and exit")
     g.add_argument("--monitoring_config_file", default=None,
@@ -93,7 +99,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--enable_model_warmup", default=True, **b,
                    help="before a version turns AVAILABLE, run each new ONNX version once and "
                         "replay a SavedModel's assets.extra/tf_serving_warmup_requests")
-    g.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
+    g.add_argument("--num_request_iterations_for_warmup", type=int, default=1,
+                   help="times each warmup request runs (default 1)")
     g.add_argument("--saved_model_tags", default="serve",
                    help="comma-separated tags of the SavedModel MetaGraph to load (default serve)")
     g.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
@@ -107,8 +114,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--model_platform", default="", choices=["", "onnx", "tensorflow"],
                    help="platform of --model_name (default: detect per version)")
     c.add_argument("--version_policy_mode", default="availability_preserving",
-                   choices=["availability_preserving", "resource_preserving"])
-    c.add_argument("--max_image_pixels", type=int, default=40_000_000)
+                   choices=["availability_preserving", "resource_preserving"],
+                   help="availability_preserving: load a new version before unloading the old "
+                        "(default); resource_preserving: unload first, for tight memory")
+    c.add_argument("--max_image_pixels", type=int, default=40_000_000,
+                   help="images with more pixels are refused with 400 before they are decoded "
+                        "(JPEGs, decoded downscaled, may have twice as many; default 40000000)")
     c.add_argument("--max_decoded_image_mib", type=int, default=256,
                    help="encoded images in one request may decode to at most this many MiB "
                         "of model input; beyond, 400 before any is decoded (default 256)")
@@ -127,8 +138,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="after SIGTERM, keep accepting this long while readiness is false")
     c.add_argument("--drain_timeout_seconds", type=float, default=30.0,
                    help="after the listeners close, wait this long for in-flight requests")
-    c.add_argument("--access_log", default=False, **b)
-    c.add_argument("--log_level", default="INFO")
+    c.add_argument("--access_log", default=False, **b,
+                   help="log one line per request (default false)")
+    c.add_argument("--log_level", default="INFO",
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     c.add_argument("--cpus", default=None,
                    help="CPUs to size thread pools for (2, 1.5, 500m; rounded up), e.g. the "
                         "pod's CPU request; sets COROLLA_CPUS for the server and its workers. "
@@ -151,7 +164,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "down, is 1, or a one-CPU container); applies to models whose inference "
                         "(of a whole batch) takes at most 25 ms")
     o = p.add_argument_group("Corolla operations and security flags (docs/operations.md)")
-    o.add_argument("--log_format", default="text", choices=["text", "json"])
+    o.add_argument("--log_format", default="text", choices=["text", "json"],
+                   help="json: one JSON object per log line, with request ids (default text)")
     o.add_argument("--enable_metrics", default=True, **b,
                    help="Prometheus metrics at /metrics on the REST port (default true)")
     o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
@@ -427,18 +441,56 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `corolla --help` and `corolla serve --help` say: written for users (the module docstring
+# above is for whoever reads this file).
+DESCRIPTION = """\
+Train image classifiers and serve them as a drop-in replacement for TensorFlow Serving:
+its REST and gRPC APIs, flags and model directories, plus KServe V2."""
+EPILOG = """\
+examples:
+  corolla serve              serve the embedded flowers model: REST on :8501, gRPC on :8500
+  corolla serve --model_name=mine --model_base_path=models/mine
+                             serve a model directory of your own (models/mine/1/, 2/, ...)
+  corolla train photos --output models/mine
+                             train on photos/<class>/*.jpg, publish models/mine/<n>/
+  corolla predict flowers photo.jpg
+                             ask a running server for the top labels of a photo
+
+'corolla COMMAND --help' shows a command's options. Flags alone ('corolla --port=8500 ...')
+mean 'corolla serve', as tensorflow_model_server is called.
+"""
+SERVE_DESCRIPTION = (
+    "Serve models over TensorFlow Serving's REST API (default port 8501) and gRPC API (default "
+    "port 8500), with KServe V2 on both ports. Flags have TF Serving's names and take "
+    "--flag=value or --flag value; the tensorflow/serving image's MODEL_NAME and "
+    "MODEL_BASE_PATH environment variables work too. With no model flags, the embedded flowers "
+    "model is served. Unknown flags and broken config files fail at once.")
+DEMO_DESCRIPTION = (
+    "Write a tiny real classifier, which names the dominant colour of a photo (red, green, "
+    "blue, white, black), as the next version under BASE_PATH: a model to serve in a minute, "
+    "without training.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="corolla", description=__doc__.split("\n")[0])
-    parser.add_argument("-V", action="version", version=f"corolla {__version__}")
+    parser = argparse.ArgumentParser(prog="corolla", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-V", action="version", version=f"corolla {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="serve models (TensorFlow Serving compatible)")
+    serve = sub.add_parser("serve", help="serve models (TensorFlow Serving compatible)",
+                           description=SERVE_DESCRIPTION,
+                           usage="corolla serve [--flag=value ...]")
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     demo = sub.add_parser("make-demo-model",
-                          help="write the small colour classifier as a version under BASE_PATH")
-    demo.add_argument("base_path")
-    demo.add_argument("--version", type=int, default=None)
-    demo.add_argument("--size", type=int, default=64)
+                          help="write the small colour classifier as a version under BASE_PATH",
+                          description=DEMO_DESCRIPTION)
+    demo.add_argument("base_path", metavar="BASE_PATH",
+                      help="model base path (created if missing), e.g. models/demo")
+    demo.add_argument("--version", type=int, default=None,
+                      help="version number (default: one above the highest in BASE_PATH)")
+    demo.add_argument("--size", type=int, default=64,
+                      help="input height and width in pixels (default 64)")
     demo.set_defaults(func=cmd_demo_model)
     for module in ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli"):
         try:

@@ -18,20 +18,24 @@ from corolla.errors import CorollaError
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "predict", help="classify images with a running server (any of its protocols)",
-        description="Send images to a Corolla / TF Serving / KServe V2 server and print the "
-                    "top-k labels of each.")
+        description="Send images to a running Corolla server over any of its protocols and "
+                    "print the top labels of each, e.g. "
+                    "corolla predict flowers photo.jpg --protocol grpc.")
     p.add_argument("model", help="model name")
     p.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="rest",
                    help="rest (TF Serving REST, default), grpc (TF Serving gRPC), "
                         "v2 (KServe V2 REST), v2-grpc (KServe V2 gRPC)")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--rest_api_port", "--rest-port", type=int, default=8501, dest="rest_port")
+    p.add_argument("--host", default="localhost", help="server address (default localhost)")
+    p.add_argument("--rest_api_port", "--rest-port", type=int, default=8501, dest="rest_port",
+                   help="REST port (default 8501)")
     p.add_argument("--port", "--grpc-port", type=int, default=8500, dest="grpc_port",
                    help="gRPC port (default 8500)")
-    p.add_argument("--model_version", "--version", type=int, default=None, dest="version")
-    p.add_argument("--top_k", "--top-k", type=int, default=5, dest="top_k")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    p.add_argument("--model_version", "--version", type=int, default=None, dest="version",
+                   help="ask this version (default: the latest the server has)")
+    p.add_argument("--top_k", "--top-k", type=int, default=5, dest="top_k",
+                   help="labels to print per image (default 5)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -276,10 +276,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+DESCRIPTION = (
+    "Convert a TensorFlow SavedModel version into an ONNX version, checked. A SavedModel is "
+    "served as it is (with the tensorflow extra); converting moves it to ONNX Runtime, which "
+    "loads faster and needs far less memory. One signature (serving_default unless "
+    "--signature) is converted with tf2onnx, then ONNX Runtime must load it and, for numeric "
+    "inputs, reproduce the SavedModel's outputs on a test batch. The report lists what was "
+    "converted, how closely it matches, and what was not carried over (other signatures, "
+    "unsupported ops, warmup requests). Nothing is published unless both steps pass (--force "
+    "publishes a graph that loads but differs); the new version appears whole, so a server "
+    "watching BASE_PATH picks it up safely. Needs: pip install 'corolla[tensorflow]'.")
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a TensorFlow SavedModel version into an ONNX version",
-        description=__doc__.split("\n\n")[1] if __doc__ else None)
+        description=DESCRIPTION)
     p.add_argument("saved_model_dir", metavar="SAVEDMODEL_VERSION_DIR",
                    help="a version directory holding saved_model.pb (e.g. models/flowers/1)")
     p.add_argument("--output", required=True, metavar="BASE_PATH",
@@ -290,7 +302,8 @@ def register(subparsers: Any) -> None:
                    help="the SavedModel signature to convert (default serving_default)")
     p.add_argument("--tags", "--saved_model_tags", dest="tags", default="serve",
                    help="MetaGraph tags, comma-separated (default serve)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true",
                    help="publish even when the ONNX outputs differ from TensorFlow's")
     p.set_defaults(func=cmd_convert)

@@ -55,15 +55,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t = subparsers.add_parser(
         "train",
         help="train an image classifier and publish a version",
-        description="Train on DATA_DIR/<class>/<images>, export to ONNX, "
-        "evaluate on a held-out split, publish the next version.",
+        description="Train an image classifier on DATA_DIR/<class>/<images> (or a downloaded "
+        "--dataset), export it to ONNX, evaluate it on a held-out split through the server's own "
+        "decode and runtime, and publish it as the next version under --output "
+        "(OUTPUT/1/, OUTPUT/2/, ...), where a running 'corolla serve' picks it up. The version "
+        "directory holds the evaluation report and plots; the last line printed says where. "
+        "Example: corolla train photos --output models/mine",
     )
-    t.add_argument("data_dir", nargs="?", type=Path, help="one folder per class")
+    t.add_argument(
+        "data_dir", nargs="?", type=Path, metavar="DATA_DIR", help="one folder per class"
+    )
     t.add_argument("--dataset", choices=["tf_flowers"], help="download a public dataset instead")
     t.add_argument("--cache-dir", type=Path, default=None, help="download cache (~/.cache/corolla)")
     t.add_argument("--output", "-o", type=Path, required=True, help="model base path")
     t.add_argument(
-        "--arch", default="efficientnet_lite0", choices=["efficientnet_lite0", "small_cnn"]
+        "--arch",
+        default="efficientnet_lite0",
+        choices=["efficientnet_lite0", "small_cnn"],
+        help="efficientnet_lite0: transfer learning from ImageNet weights (default); small_cnn: "
+        "the TensorFlow tutorials' small CNN, trained from scratch",
     )
     t.add_argument(
         "--recipe",
@@ -81,7 +91,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("patience", int),
     ):
         t.add_argument(f"--{name}", type=typ, default=None, help="overrides the recipe preset")
-    t.add_argument("--schedule", choices=["cosine", "constant"], default=None)
+    t.add_argument(
+        "--schedule",
+        choices=["cosine", "constant"],
+        default=None,
+        help="learning-rate schedule (overrides the recipe preset)",
+    )
     t.add_argument("--views", type=int, default=6, help="cached: augmented views per image")
     t.add_argument(
         "--train-from-block",
@@ -89,9 +104,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=12,
         help="cached: first EfficientNet block that is trained (0-15; default 12)",
     )
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--split", default="0.75,0.10,0.15", help="train,validation,test fractions")
-    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    t.add_argument(
+        "--split",
+        default="0.75,0.10,0.15",
+        help="train,validation,test fractions (default 0.75,0.10,0.15)",
+    )
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     t.add_argument(
         "--workdir",
         type=Path,
@@ -119,22 +138,66 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers (pixel recipes)")
-    t.add_argument("--threads", type=int, default=2, help="CPU threads for torch/ONNX Runtime")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument(
+        "--threads", type=int, default=2, help="CPU threads for torch/ONNX Runtime (default 2)"
+    )
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are shown only on a terminal; elsewhere each epoch is "
+        "one plain line)",
+    )
     t.set_defaults(func=train_command)
 
-    e = subparsers.add_parser("evaluate", help="evaluate an exported model version on photos")
-    e.add_argument("version_dir", type=Path, help="a model version directory (<base>/<n>)")
-    e.add_argument("data_dir", type=Path, help="one folder per class (names = model labels)")
+    e = subparsers.add_parser(
+        "evaluate",
+        help="evaluate an exported model version on photos",
+        description="Measure a published model version on labelled photos, exactly as the "
+        "server runs it (its decode, preprocessing and ONNX Runtime): classification report, "
+        "metrics JSON with every misclassified file, confusion matrix. The reports go into "
+        "VERSION_DIR/eval-<split>/ unless --output says where. Example: corolla evaluate "
+        "models/mine/1 photos --split test",
+    )
+    e.add_argument(
+        "version_dir",
+        type=Path,
+        metavar="VERSION_DIR",
+        help="a model version directory (<base>/<n>)",
+    )
+    e.add_argument(
+        "data_dir",
+        type=Path,
+        metavar="DATA_DIR",
+        help="one folder per class (names = model labels)",
+    )
     e.add_argument(
         "--split",
         choices=["all", "train", "validation", "test"],
         default="all",
         help="evaluate one split, recomputed from the model's recorded split rule",
     )
-    e.add_argument("--out", type=Path, default=None, help="report folder (default: ./eval-<n>)")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument(
+        "--output",
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        dest="out",
+        help="report folder (default: VERSION_DIR/eval-<split>)",
+    )
+    e.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
     e.set_defaults(func=evaluate_command)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: elsewhere (a log file, CI, a container's output) their
+    carriage returns would fill the log, so each epoch is one plain log line instead."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+REPORT_FILES = "classification_report.txt, metrics.json, confusion_matrix.png"
 
 
 def _logging() -> None:
@@ -207,7 +270,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.dataset == "tf_flowers":
         from corolla.training.download import fetch_tf_flowers
 
-        data_dir = fetch_tf_flowers(args.cache_dir, progress=not args.no_progress)
+        data_dir = fetch_tf_flowers(args.cache_dir, progress=_progress(args))
     device = pick_device(args.device)
     recipe = args.recipe or (
         "scratch" if args.arch == "small_cnn" else "full" if device.startswith("cuda") else "cached"
@@ -226,7 +289,7 @@ def _train(args: argparse.Namespace) -> int:
         warmup_epochs=p["warmup_epochs"],
         seed=args.seed,
         device=device,
-        progress=not args.no_progress,
+        progress=_progress(args),
     )
     cfg = RecipeConfig(
         arch=args.arch,
@@ -250,7 +313,8 @@ def _train(args: argparse.Namespace) -> int:
         serve_quantized=args.serve_quantized,
     )
     published = run(job)
-    print(published)
+    print(f"published {published}")
+    print(f"report and plots in {published}/: {REPORT_FILES}, training_curves.png")
     return 0
 
 
@@ -279,17 +343,23 @@ def evaluate_command(args: argparse.Namespace) -> int:
             seed=rule["seed"],
         )
         samples = split_dataset(samples, spec)[args.split]
-    out = args.out or Path(f"eval-{args.version_dir.resolve().name}")
+    out = args.out or args.version_dir / f"eval-{args.split}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"corolla evaluate: error: cannot write the report into {out} ({exc.strerror}); "
+              "choose a folder with --output", file=sys.stderr)
+        return 2
     metrics = evaluate_version(
         args.version_dir,
         samples,
         out,
         title=f"{args.version_dir} on {args.split} of {args.data_dir}",
-        progress=not args.no_progress,
+        progress=_progress(args),
         root=ds.root,
     )
     print(format_report(metrics), end="")
-    print(f"reports in {out}/")
+    print(f"report and plots in {out}/: {REPORT_FILES}")
     return 0
 
 

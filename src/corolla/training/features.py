@@ -117,6 +117,8 @@ def cache_features(
             batch.clear()
 
     bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
+    if not progress:  # without bars, a plain line says what the next minutes are spent on
+        log.info("%s: %d photos, %d view(s) each", desc, len(samples), int(clean) + augmented)
     for i, views, error in iter_views(samples, spec, clean=clean, augmented=augmented, seed=seed):
         bar.update(1)
         if error is not None:
