@@ -121,3 +121,9 @@ class Internal(CorollaError):
 
 class Cancelled(CorollaError):
     code = Code.CANCELLED
+
+
+class DataLoss(CorollaError):
+    """Stored bytes do not match what their manifest promises (corrupt or half-written)."""
+
+    code = Code.DATA_LOSS

@@ -13,11 +13,18 @@ path, flushed, then renamed to its number. Readers therefore see a version whole
 This module owns the metadata schema (``corolla.json``, ``format: corolla.model/v1``), its
 validation, and the writer side (:func:`stage_version` / :func:`publish_version`). It imports no
 framework: the server reads it to serve, the trainer writes it, and neither imports the other.
+
+The file manifest: ``corolla.json``'s ``files`` maps the relative path of every other file of
+the version to its size and SHA-256. :func:`publish_version` writes it (``corolla.json`` is
+rewritten last, atomically), so every Corolla publisher seals its versions; a copy of a version
+(a remote store, a cache) is complete exactly when its files match it (:func:`verify_files`).
+An older ``corolla.json`` without ``files`` still loads from local disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -28,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corolla.errors import InvalidArgument
+from corolla.errors import DataLoss, InvalidArgument
 
 METADATA_FILE = "corolla.json"
 ONNX_FILE = "model.onnx"
@@ -174,6 +181,45 @@ class ImagePreprocessing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FileDigest:
+    """One file of a version, as the manifest promises it."""
+
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "sha256": self.sha256}
+
+
+def files_from_json(raw: Any) -> dict[str, FileDigest]:
+    """The ``files`` manifest of a corolla.json document (empty when it has none)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidArgument(f"{METADATA_FILE}: 'files' must be an object")
+    out: dict[str, FileDigest] = {}
+    for name, entry in raw.items():
+        check_relative_name(str(name))
+        try:
+            size, digest = int(entry["size"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgument(f"{METADATA_FILE}: files[{name!r}] is malformed") from exc
+        if size < 0 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise InvalidArgument(f"{METADATA_FILE}: files[{name!r}] is malformed")
+        out[str(name)] = FileDigest(size=size, sha256=digest)
+    return out
+
+
+def check_relative_name(name: str) -> str:
+    """A manifest path: relative, '/'-separated, no '..', never corolla.json itself."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or "\0" in name
+            or any(p in ("", ".", "..") for p in parts) or name == METADATA_FILE):
+        raise InvalidArgument(f"{METADATA_FILE}: bad file name {name!r} in the manifest")
+    return name
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelMetadata:
     """Everything the server needs to serve a version, and nothing it must guess."""
 
@@ -186,6 +232,8 @@ class ModelMetadata:
     scores_are_probabilities: bool = True
     preprocessing: ImagePreprocessing | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Every other file of the version with its size and SHA-256 (empty: an unsealed version).
+    files: dict[str, FileDigest] = field(default_factory=dict)
 
     @property
     def default_signature(self) -> Signature:
@@ -202,6 +250,8 @@ class ModelMetadata:
             "scores_are_probabilities": self.scores_are_probabilities,
             "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
             "provenance": self.provenance,
+            **({"files": {k: v.to_json() for k, v in sorted(self.files.items())}}
+               if self.files else {}),
         }
 
     @classmethod
@@ -222,6 +272,7 @@ class ModelMetadata:
                 scores_are_probabilities=bool(d.get("scores_are_probabilities", True)),
                 preprocessing=None if pre is None else ImagePreprocessing.from_json(pre),
                 provenance=dict(d.get("provenance") or {}),
+                files=files_from_json(d.get("files")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"{METADATA_FILE}: malformed ({exc!r})") from exc
@@ -260,6 +311,78 @@ def write_metadata(version_dir: str | os.PathLike[str], metadata: ModelMetadata)
     metadata.validate()
     path = Path(version_dir) / METADATA_FILE
     path.write_text(json.dumps(metadata.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def hash_file(path: str | os.PathLike[str]) -> FileDigest:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return FileDigest(size=size, sha256=h.hexdigest())
+
+
+def version_files(version_dir: str | os.PathLike[str]) -> list[str]:
+    """Every regular file of a version except corolla.json, as sorted '/'-separated paths."""
+    root = Path(version_dir)
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != METADATA_FILE:
+                out.append(rel)
+    return sorted(out)
+
+
+def manifest_for(version_dir: str | os.PathLike[str]) -> dict[str, FileDigest]:
+    return {rel: hash_file(Path(version_dir) / rel) for rel in version_files(version_dir)}
+
+
+def sealed_metadata_bytes(version_dir: str | os.PathLike[str]) -> bytes:
+    """corolla.json of ``version_dir`` with its ``files`` manifest computed now.
+
+    The document is kept as written (unknown keys too) except for ``files``."""
+    path = Path(version_dir) / METADATA_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{path}: unreadable metadata ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{path}: metadata must be a JSON object")
+    raw["files"] = {k: v.to_json() for k, v in manifest_for(version_dir).items()}
+    return (json.dumps(raw, indent=2) + "\n").encode("utf-8")
+
+
+def seal_version(version_dir: str | os.PathLike[str]) -> None:
+    """Write the file manifest into corolla.json (atomically: a reader sees old or new)."""
+    data = sealed_metadata_bytes(version_dir)
+    path = Path(version_dir) / METADATA_FILE
+    tmp = path.with_name(f".{METADATA_FILE}.{uuid.uuid4().hex}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def verify_files(version_dir: str | os.PathLike[str], files: Mapping[str, FileDigest]) -> None:
+    """Raise :class:`DataLoss` unless every manifest file is there with its size and hash."""
+    problems = []
+    for rel, want in sorted(files.items()):
+        p = Path(version_dir) / rel
+        try:
+            got = hash_file(p)
+        except FileNotFoundError:
+            problems.append(f"{rel}: missing")
+            continue
+        except OSError as exc:
+            problems.append(f"{rel}: unreadable ({exc.strerror or exc})")
+            continue
+        if got.size != want.size:
+            problems.append(f"{rel}: {got.size} bytes, the manifest says {want.size}")
+        elif got.sha256 != want.sha256:
+            problems.append(f"{rel}: SHA-256 {got.sha256[:12]}…, the manifest says "
+                            f"{want.sha256[:12]}…")
+    if problems:
+        raise DataLoss(f"{version_dir}: does not match its manifest: " + "; ".join(problems[:5])
+                       + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
 
 
 def existing_versions(base_path: str | os.PathLike[str]) -> list[int]:
@@ -326,6 +449,7 @@ def publish_version(
     if staged.parent.resolve() != base.resolve():
         raise InvalidArgument("a staged version must live in the base path it is published to")
     read_metadata(staged)  # refuse to publish something the server would reject
+    seal_version(staged)  # the file manifest, written last
     _fsync_tree(staged)
     for _attempt in range(100):
         number = version if version is not None else (max(existing_versions(base), default=0) + 1)

@@ -520,3 +520,121 @@ async def test_close_unloads_everything(
     await asyncio.wait_for(m.close(), WAIT)
     assert runtime.servables[1].closed
     assert m.model_names() == [] and serving(m, "a") == set()
+
+
+# ---- the aspired versions are what the source lists now (issue 22 items 7 and 8) -----------
+
+
+async def test_version_deleted_while_its_predecessor_unloads_rolls_back(
+    make_manager: ManagerFactory, base: Path, runtime: RecordingRuntime
+) -> None:
+    """Version 2 arrives, version 1 starts unloading (a request holds it), version 2 is deleted:
+    version 1 is aspired again and must be loaded again once its unload ends, and the deleted
+    version 2 must stop serving (it used to serve forever, with 1 stuck at END)."""
+    write_fake_version(base, 1)
+    m = make_manager()
+    await m.set_configs([cfg(base)])
+    await until(m, lambda: state(m, 1) == State.AVAILABLE)
+    lease = m.serving_map.lease("m")
+    write_fake_version(base, 2)
+    await m.poll()
+    await until(m, lambda: state(m, 1) == State.UNLOADING)
+    shutil.rmtree(base / "2")
+    await m.poll()
+    lease.release()
+    await until(m, lambda: serving(m) == {1} and state(m, 2) is None)
+    assert [(s.version, s.state) for s in m.statuses("m")] == [(1, State.AVAILABLE)]
+    assert runtime.events.count(("loaded", 1)) == 2 and runtime.servables[2].closed
+
+
+async def test_status_drops_failed_versions_the_source_no_longer_lists(
+    make_manager: ManagerFactory, base: Path
+) -> None:
+    write_fake_version(base, 1)
+    m = make_manager(max_load_retries=0)
+    await m.set_configs([cfg(base)])
+    await until(m, lambda: state(m, 1) == State.AVAILABLE)
+    write_fake_version(base, 2, fail="bad graph")
+    await m.poll()
+    await until(m, lambda: state(m, 2) == State.END)
+    assert [s.version for s in m.statuses("m")] == [2, 1]
+    shutil.rmtree(base / "2")
+    await m.poll()
+    await until(m, lambda: state(m, 2) is None)
+    assert [(s.version, s.state) for s in m.statuses("m")] == [(1, State.AVAILABLE)]
+    assert serving(m) == {1}
+
+
+async def test_source_error_shows_on_the_serving_versions(
+    make_manager: ManagerFactory, base: Path
+) -> None:
+    write_fake_version(base, 1)
+    m = make_manager()
+    await m.set_configs([cfg(base)])
+    await until(m, lambda: serving(m) == {1})
+    moved = base.with_name("away")
+    base.rename(moved)
+    await m.poll()
+    (status,) = m.statuses("m")
+    assert status.state == State.AVAILABLE and status.error is not None
+    assert status.error.code == Code.UNAVAILABLE and "Could not find base path" in (
+        status.error.message)
+    moved.rename(base)
+    await m.poll()
+    assert m.statuses("m")[0].error is None
+
+
+@pytest.mark.parametrize("policy", ["availability_preserving", "resource_preserving"])
+async def test_base_path_change_serves_the_new_source(
+    make_manager: ManagerFactory, tmp_path: Path, runtime: RecordingRuntime, policy: str
+) -> None:
+    """A live config change of base_path is applied: the same version number from the new
+    path replaces the old copy (availability-preserving: the model is never without a
+    version), and a newer version there is loaded."""
+    old, new = tmp_path / "old" / "m", tmp_path / "new" / "m"
+    write_fake_version(old, 1, offset=1.0)
+    write_fake_version(new, 1, offset=5.0)
+    m = make_manager(policy=policy)
+    published = record_publishes(m)
+    await m.set_configs([cfg(old)])
+    await until(m, lambda: serving(m) == {1})
+
+    def offset() -> float | None:
+        try:
+            with m.serving_map.lease("m") as lv:
+                x = lv.servable.predict({"x": np.zeros((1, 4), np.float32)})
+        except NotFound:  # resource-preserving: between the unload and the load
+            return None
+        return float(x["outputs"][0, 0])
+
+    assert offset() == 1.0
+    await m.set_configs([cfg(new)])
+    await until(m, lambda: offset() == 5.0 and m.settled("m"))
+    assert [(s.version, s.state, s.error) for s in m.statuses("m")] == [
+        (1, State.AVAILABLE, None)]
+    if policy == "availability_preserving":
+        assert set() not in published[published.index({1}):]
+    write_fake_version(new, 2, offset=7.0)
+    await m.poll()
+    await until(m, lambda: serving(m) == {2})
+    assert offset() == 7.0
+
+
+async def test_base_path_change_to_a_broken_copy_keeps_the_old_one(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    old, new = tmp_path / "old" / "m", tmp_path / "new" / "m"
+    write_fake_version(old, 1, offset=1.0)
+    write_fake_version(new, 1, fail="truncated graph")
+    m = make_manager()
+    await m.set_configs([cfg(old)])
+    await until(m, lambda: serving(m) == {1})
+    await m.set_configs([cfg(new)])
+    await until(m, lambda: m.statuses("m")[0].error is not None)
+    (status,) = m.statuses("m")
+    assert status.state == State.AVAILABLE and "truncated graph" in status.error.message
+    with m.serving_map.lease("m") as lv:
+        assert lv.path == old / "1"
+    # Back to the old base path: nothing to reload, the error goes.
+    await m.set_configs([cfg(old)])
+    await until(m, lambda: m.statuses("m")[0].error is None)

@@ -36,6 +36,14 @@ def unload(v: int) -> Action:
     return Action(kind="unload", version=v)
 
 
+def reload(v: int) -> Action:
+    return Action(kind="reload", version=v)
+
+
+def stale(v: int) -> VersionSnapshot:
+    return VersionSnapshot(version=v, state=State.AVAILABLE, aspired=True, stale=True)
+
+
 # (name, snapshot, availability_preserving, resource_preserving)
 TABLE = [
     ("nothing", snap(), None, None),
@@ -62,6 +70,10 @@ TABLE = [
     ("resource waits for a load", snap((2, L, True), (3, S, True)), load(3), None),
     ("unaspired but not loaded", snap((1, S, False), (2, A, True)), None, None),
     ("loading then unaspired", snap((1, L, False), (2, A, True)), None, None),
+    # A stale version (offered from a new directory): reloaded in place, or unloaded first.
+    ("stale", [stale(1)], reload(1), unload(1)),
+    ("stale after new loads", [stale(1), *snap((2, S, True))], load(2), unload(1)),
+    ("stale newest first", [stale(1), stale(2)], reload(2), unload(2)),
 ]
 
 

@@ -1,11 +1,15 @@
 """The manager: makes loaded versions follow the aspired versions, one action at a time.
 
-Each model has one worker task. ``set_configs`` and ``poll`` update the aspired versions and
+Each model has one worker task and one source (``corolla.repository.source``; a new one when
+its base path changes). ``set_configs`` and ``poll`` update the aspired versions and
 wake the workers; a worker asks the policy for the next action and runs it, until the policy has
 nothing left to do. Loads and unloads run in a thread pool, never on the event loop. Failed loads
 are retried (``max_load_retries`` times, ``load_retry_interval`` apart) and then reported as END
 with their error; a failed version never displaces a working one (the policy sees to that).
-Once loaded and still aspired, a version is never unloaded.
+Once loaded and still aspired, a version is never unloaded. The aspired versions are what the
+source lists now (TF Serving): a version whose directory disappeared is unloaded once another is
+AVAILABLE, and versions that ended and are no longer aspired leave the status, failed ones too.
+A version the source now offers from another directory is reloaded (see the policy's *stale*).
 
 All state is mutated on the event loop thread. ``serving_map`` is replaced, never mutated.
 """
@@ -23,10 +27,16 @@ from pathlib import Path
 from types import MappingProxyType
 
 from corolla.config import ModelConfig
-from corolla.errors import CorollaError, FailedPrecondition, Internal
+from corolla.errors import CorollaError, FailedPrecondition, Internal, Unavailable
 from corolla.repository.policy import POLICIES, Action, PolicyName, State, VersionSnapshot
 from corolla.repository.serving_map import LoadedVersion, ModelEntry, ServingMap
-from corolla.repository.source import AspiredVersion, SourceError, poll_once
+from corolla.repository.source import (
+    AspiredVersion,
+    FileSystemSource,
+    Listing,
+    Source,
+    SourceFactory,
+)
 from corolla.runtimes.base import Runtime, Servable
 from corolla.runtimes.tensorflow import is_saved_model
 
@@ -42,14 +52,20 @@ class VersionRecord:
     failed: bool = False
     error: CorollaError | None = None
     loaded: LoadedVersion | None = None
+    # The directory the source offers now, when it differs from the loaded one's.
+    next_path: Path | None = None
+    reload_failed: bool = False  # loading next_path failed: keep serving ``path``
 
 
 @dataclass(kw_only=True)
 class ModelRecord:
     config: ModelConfig
+    source: Source
     versions: dict[int, VersionRecord] = field(default_factory=dict)
+    pending: dict[int, CorollaError | None] = field(default_factory=dict)
     source_error: str | None = None
     polled: bool = False  # the source has answered at least once
+    poll_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     removed: bool = False
@@ -78,8 +94,10 @@ PrepareHook = Callable[[LoadedVersion], None]
 
 class Manager:
     def __init__(self, *, runtimes: Sequence[Runtime], executor: Executor,
-                 options: ManagerOptions | None = None) -> None:
+                 options: ManagerOptions | None = None,
+                 source_factory: SourceFactory = FileSystemSource) -> None:
         self._runtimes = {r.platform: r for r in runtimes}
+        self._source_factory = source_factory
         self._executor = executor
         self.options = options or ManagerOptions()
         self._policy = POLICIES[self.options.policy]
@@ -109,37 +127,66 @@ class Manager:
             if old is None or old.removed:
                 if old is not None and old.worker is not None:
                     await old.worker  # finish unloading the old incarnation first
-                record = ModelRecord(config=cfg)
+                record = ModelRecord(config=cfg, source=self._new_source(cfg))
                 self._models[name] = record
                 record.worker = asyncio.create_task(self._work(record), name=f"manage-{name}")
             elif old.config != cfg:
+                if (old.config.base_path, old.config.version_policy) != (
+                        cfg.base_path, cfg.version_policy):
+                    # A new source; what it offers replaces what is served, availability-
+                    # preserving (a version it offers from another directory is reloaded).
+                    if old.config.base_path != cfg.base_path:
+                        log.info("model %s: base path changed from %s to %s", name,
+                                 old.config.base_path, cfg.base_path)
+                    old.source.close()
+                    old.source = self._new_source(cfg)
+                    old.polled, old.pending = False, {}
                 old.config = cfg
         self._publish()  # labels may have moved
         await self.poll()
 
-    async def poll(self) -> None:
-        """Ask the source about every model once (in worker threads) and apply the answers."""
-        records = [r for r in self._models.values() if not r.removed]
+    def _new_source(self, config: ModelConfig) -> Source:
+        source = self._source_factory(config)
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(loop.run_in_executor(None, poll_once, r.config) for r in records),
-            return_exceptions=True)
-        for record, result in zip(records, results, strict=True):
-            if record.removed:
-                continue
-            if isinstance(result, SourceError):
-                if record.source_error != result.message:
-                    log.error("model %s: %s (keeping what is loaded)", record.config.name,
-                              result.message)
-                record.source_error = result.message
-            elif isinstance(result, BaseException):
-                record.source_error = f"source failed: {result!r}"
-                log.error("model %s: %s", record.config.name, record.source_error)
-            else:
-                record.source_error = None
-                record.polled = True
-                self._set_aspired(record, result)
+        name = config.name
+
+        def notify() -> None:  # from any thread: poll this model soon
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.poll([name])))
+
+        source.subscribe(notify)
+        return source
+
+    async def poll(self, names: Sequence[str] | None = None) -> None:
+        """Ask the sources (of every model, or of ``names``) once, in worker threads, and apply
+        the answers."""
+        records = [r for n, r in self._models.items()
+                   if not r.removed and (names is None or n in names)]
+        await asyncio.gather(*(self._poll_record(r) for r in records))
         await self._notify()
+
+    async def _poll_record(self, record: ModelRecord) -> None:
+        async with record.poll_lock:  # one poll per source at a time, applied in order
+            source = record.source
+            try:
+                listing: Listing = await asyncio.get_running_loop().run_in_executor(
+                    None, source.poll_once)
+            except Exception as exc:
+                message = exc.message if isinstance(exc, CorollaError) else (
+                    f"source failed: {exc!r}")
+                if record.source is source and not record.removed:
+                    if record.source_error != message:
+                        log.error("model %s: %s (keeping what is loaded)", record.config.name,
+                                  message)
+                    record.source_error = message
+                return
+            if record.source is not source or record.removed:
+                return  # replaced or removed meanwhile
+            if record.source_error is not None:
+                log.info("model %s: the source answers again", record.config.name)
+            record.source_error = None
+            record.polled = True
+            record.pending = dict(listing.pending)
+            self._set_aspired(record, listing.aspired)
 
     async def run_polling(self, interval: float, stop: asyncio.Event) -> None:
         """Poll every ``interval`` seconds until ``stop`` is set (interval <= 0: never)."""
@@ -159,7 +206,23 @@ class Manager:
             if rec is None:
                 record.versions[v] = VersionRecord(version=v, path=path)
                 changed = True
-            elif not rec.aspired:
+                continue
+            if rec.path != path and rec.next_path != path:
+                # Offered from another directory now (a new base path, replaced bytes).
+                if rec.state in (State.START, State.END):
+                    rec.path, rec.next_path = path, None
+                    rec.state, rec.failed, rec.error = State.START, False, None
+                else:  # LOADING, AVAILABLE, UNLOADING: swap once that finishes
+                    log.info("model %s version %d: offered from %s now", record.config.name,
+                             v, path)
+                    rec.next_path, rec.reload_failed = path, False
+                changed = True
+            elif rec.path == path and rec.next_path is not None:
+                rec.next_path = None  # back where it was
+                if rec.reload_failed:
+                    rec.reload_failed, rec.error = False, None
+                changed = True
+            if not rec.aspired:
                 rec.aspired = True
                 if rec.state == State.END:  # aspired again after an unload or a failure
                     rec.state, rec.failed, rec.error = State.START, False, None
@@ -179,25 +242,31 @@ class Manager:
             record.wake.clear()
             while (action := self._policy(self._snapshot(record))) is not None:
                 await self._apply(record, action)
-            # Forget versions that ended and are no longer aspired (keep failures visible).
+            # Forget versions that ended and are no longer aspired, failed ones too: the
+            # status shows what the source offers now (TF Serving's FlushServables).
             for v in [v for v, r in record.versions.items()
-                      if r.state == State.END and not r.aspired and not r.failed]:
+                      if r.state == State.END and not r.aspired]:
                 del record.versions[v]
             if record.removed and not any(r.loaded for r in record.versions.values()):
                 if self._models.get(record.config.name) is record:
                     del self._models[record.config.name]
+                record.source.close()
                 await self._notify()
                 return
 
     @staticmethod
     def _snapshot(record: ModelRecord) -> list[VersionSnapshot]:
         return [VersionSnapshot(version=r.version, state=r.state, aspired=r.aspired,
-                                failed=r.failed) for r in record.versions.values()]
+                                failed=r.failed,
+                                stale=r.next_path is not None and not r.reload_failed)
+                for r in record.versions.values()]
 
     async def _apply(self, record: ModelRecord, action: Action) -> None:
         rec = record.versions[action.version]
         if action.kind == "load":
             await self._load(record, rec)
+        elif action.kind == "reload":
+            await self._reload(record, rec)
         else:
             await self._unload(record, rec)
 
@@ -226,15 +295,15 @@ class Manager:
             f"no runtime recognises {path}: expected model.onnx (+ corolla.json) "
             "or a TensorFlow SavedModel (saved_model.pb)")
 
-    def _load_blocking(self, config: ModelConfig, rec: VersionRecord) -> LoadedVersion:
-        runtime = self._runtime_for(config, rec.path)
+    def _load_blocking(self, config: ModelConfig, version: int, path: Path) -> LoadedVersion:
+        runtime = self._runtime_for(config, path)
         try:
-            servable: Servable = runtime.load(rec.path)
+            servable: Servable = runtime.load(path)
         except CorollaError:
             raise
         except Exception as exc:
-            raise Internal(f"loading {rec.path} failed: {exc!r}") from exc
-        loaded = LoadedVersion(name=config.name, version=rec.version, path=rec.path,
+            raise Internal(f"loading {path} failed: {exc!r}") from exc
+        loaded = LoadedVersion(name=config.name, version=version, path=path,
                                servable=servable, platform=runtime.platform)
         try:
             for hook in self.prepare:
@@ -254,7 +323,7 @@ class Manager:
             start = time.perf_counter()
             try:
                 loaded = await loop.run_in_executor(
-                    self._executor, self._load_blocking, record.config, rec)
+                    self._executor, self._load_blocking, record.config, rec.version, rec.path)
             except Exception as exc:
                 err = exc if isinstance(exc, CorollaError) else Internal(repr(exc))
                 rec.error = err
@@ -279,6 +348,43 @@ class Manager:
             await self._notify()
             return
 
+    async def _reload(self, record: ModelRecord, rec: VersionRecord) -> None:
+        """Load ``rec.next_path`` beside the serving copy, swap, then unload the old copy."""
+        name, path = record.config.name, rec.next_path
+        assert path is not None and rec.loaded is not None
+        start = time.perf_counter()
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._load_blocking, record.config, rec.version, path)
+        except Exception as exc:
+            err = exc if isinstance(exc, CorollaError) else Internal(repr(exc))
+            self._hook(self.on_load, name, rec.version, time.perf_counter() - start, err)
+            log.error("model %s version %d: loading it from %s failed, the copy from %s keeps "
+                      "serving: %s", name, rec.version, path, rec.path, err.message)
+            if rec.next_path == path:
+                rec.error, rec.reload_failed = err, True
+            await self._notify()
+            return
+        self._hook(self.on_load, name, rec.version, time.perf_counter() - start, None)
+        old = rec.loaded
+        rec.loaded, rec.path, rec.error = loaded, path, None
+        if rec.next_path == path:
+            rec.next_path = None
+        self._publish()  # new requests take the new copy
+        log.info("model %s version %d is AVAILABLE from %s (%.2fs)", name, rec.version, path,
+                 time.perf_counter() - start)
+        await self._notify()
+        await self._close(record, old)
+
+    async def _close(self, record: ModelRecord, loaded: LoadedVersion) -> None:
+        try:
+            await asyncio.wait_for(loaded.quiesce(), timeout=self.options.unload_drain_timeout)
+        except TimeoutError:
+            log.warning("model %s version %d: %d requests still in flight after %.0fs; "
+                        "unloading anyway", record.config.name, loaded.version,
+                        loaded.inflight, self.options.unload_drain_timeout)
+        await asyncio.get_running_loop().run_in_executor(self._executor, loaded.servable.close)
+
     async def _wait_unaspired(self, rec: VersionRecord) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: not rec.aspired)
@@ -290,15 +396,13 @@ class Manager:
         await self._notify()
         start = time.perf_counter()
         if loaded is not None:
-            try:
-                await asyncio.wait_for(loaded.quiesce(), timeout=self.options.unload_drain_timeout)
-            except TimeoutError:
-                log.warning("model %s version %d: %d requests still in flight after %.0fs; "
-                            "unloading anyway", record.config.name, rec.version,
-                            loaded.inflight, self.options.unload_drain_timeout)
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, loaded.servable.close)
+            await self._close(record, loaded)
         rec.loaded, rec.state = None, State.END
+        if rec.next_path is not None:  # unloaded to be loaded from its new directory
+            rec.path, rec.next_path, rec.reload_failed = rec.next_path, None, False
+        if rec.aspired and not record.removed:
+            # Aspired again while it was unloading (its replacement disappeared): load it.
+            rec.state, rec.failed, rec.error = State.START, False, None
         self._hook(self.on_unload, record.config.name, rec.version,
                    time.perf_counter() - start, None)
         log.info("model %s version %d unloaded", record.config.name, rec.version)
@@ -352,8 +456,17 @@ class Manager:
         record = self._models.get(name)
         if record is None:
             return []
-        return [VersionStatus(version=r.version, state=r.state, error=r.error)
-                for r in sorted(record.versions.values(), key=lambda r: r.version, reverse=True)]
+        # A source that cannot be read shows on every version that has no error of its own
+        # (they keep serving); versions the source has seen but does not offer show too.
+        source_err = (None if record.source_error is None
+                      else Unavailable(f"source: {record.source_error} (retrying; loaded "
+                                       "versions keep serving)"))
+        out = [VersionStatus(version=r.version, state=r.state, error=r.error or source_err)
+               for r in record.versions.values()]
+        out += [VersionStatus(version=v, state=State.START if err is None else State.END,
+                              error=err)
+                for v, err in record.pending.items() if v not in record.versions]
+        return sorted(out, key=lambda s: s.version, reverse=True)
 
     def source_error(self, name: str) -> str | None:
         r = self._models.get(name)
@@ -366,6 +479,8 @@ class Manager:
             return True
         if not r.polled:
             return r.source_error is not None
+        if any(err is None for v, err in r.pending.items() if v not in r.versions):
+            return False  # still being fetched
         return all(v.state in (State.AVAILABLE, State.END)
                    for v in r.versions.values() if v.aspired)
 
