@@ -122,7 +122,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "(JPEGs, decoded downscaled, may have twice as many; default 40000000)")
     c.add_argument("--max_decoded_image_mib", type=int, default=256,
                    help="encoded images in one request may decode to at most this many MiB "
-                        "of model input; beyond, 400 before any is decoded (default 256)")
+                        "of model input; beyond, 400 before any is decoded (default 256). "
+                        "Also bounds what a request's tensors may expand to beyond the bytes "
+                        "sent (TF's padding of a short typed field)")
     c.add_argument("--onnx_intra_op_threads", type=int, default=0,
                    help="ONNX Runtime threads per inference (0: chosen for this machine)")
     c.add_argument("--onnx_solo_threads", type=int, default=0,

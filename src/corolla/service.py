@@ -464,6 +464,8 @@ class PredictionService:
         if value.ndim != 1:
             raise InvalidArgument(
                 f"encoded images for input {pre.input!r} must be a list of images, one per row")
+        if not len(flat):
+            raise InvalidArgument(f"input {pre.input!r} has no rows")
         # Refuse too many images before decoding any: each becomes a whole model input.
         if len(flat) > self.options.max_batch_rows:
             raise InvalidArgument(

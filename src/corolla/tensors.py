@@ -56,6 +56,62 @@ ONNX_DTYPES: dict[str, str] = {
 }  # fmt: skip
 
 
+# No dimension of a client's tensor may exceed this, whatever the other dimensions are: a shape
+# such as [0, 2**63] holds no element but is more than numpy (or a model) can take.
+MAX_DIMENSION = 1 << 31
+# Nor more dimensions than this (numpy takes at most 64).
+MAX_RANK = 32
+
+
+class Expansion:
+    """What one request's decoding may still allocate beyond the bytes the request carries.
+
+    Decoders that produce more than they received (TensorFlow's padding of a short typed field to
+    its shape, a BYTES shape filled by a handful of bytes) :meth:`take` from it *before*
+    allocating; the request is refused (INVALID_ARGUMENT) once it is spent. The server gives
+    each request one of these, sized by its decoded-image budget (``--max_decoded_image_mib``),
+    so that nothing a client sends allocates more than a small multiple of its size plus that
+    budget. Used by one request at a time (not thread-safe).
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, nbytes: int, what: str) -> None:
+        if nbytes > self.left:
+            raise InvalidArgument(
+                f"{what} would take {nbytes} bytes more than the request carries; a request "
+                f"may expand by at most {self.limit} bytes in all")
+        self.left -= nbytes
+
+
+# What a decoder may expand a request by when its caller gives it no Expansion (client code,
+# warmup files): the server's default decoded-image budget.
+DEFAULT_EXPANSION_BYTES = 256 * 1024 * 1024
+
+
+def checked_shape(shape: Any, max_elements: int, what: str) -> tuple[tuple[int, ...], int]:
+    """A client's shape as a tuple of ints, and its element count: every dimension at least 0
+    and at most :data:`MAX_DIMENSION`, and at most ``max_elements`` elements in all.
+    ``what`` starts the error messages (``input 'x': shape``)."""
+    dims = tuple(shape)
+    if len(dims) > MAX_RANK:
+        raise InvalidArgument(f"{what} has {len(dims)} dimensions; at most {MAX_RANK}")
+    n = 1
+    for d in dims:
+        if d < 0:
+            raise InvalidArgument(f"{what} {list(dims)} has a negative dimension")
+        if d > MAX_DIMENSION:
+            raise InvalidArgument(f"{what} {list(dims)} has a dimension over {MAX_DIMENSION}")
+        n *= d  # rank and dimensions are bounded: at most a 1,000-bit number
+    if n > max_elements:
+        raise InvalidArgument(f"{what} {list(dims)} has more than {max_elements} elements")
+    return dims, n
+
+
 def numpy_dtype(name: str) -> np.dtype[Any]:
     try:
         return np.dtype(NUMPY_DTYPES[name])

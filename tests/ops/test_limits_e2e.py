@@ -256,6 +256,28 @@ def test_oversized_headers_get_431_and_the_connection_closes(server: Server) -> 
         assert r.status_code == 200
 
 
+@pytest.mark.parametrize("size", [70_000, 100_000, 200_000])
+def test_headers_over_the_limit_in_one_write_get_431(server: Server, size: int) -> None:
+    """Headers that arrive whole in one read complete before their bytes are counted as
+    unfinished headers: 70-100 KB used to pass the 64 KiB limit (issue 22.4)."""
+    with server.client() as c:
+        assert c.get("/healthz", headers={"x-big": "a" * size}).status_code == 431
+        many = {f"x-h{i}": "b" * 40 for i in range(size // 48)}  # many small headers
+        assert c.get("/healthz", headers=many).status_code == 431
+        assert c.get("/healthz", headers={"x-big": "a" * 60_000}).status_code == 200
+
+
+def test_a_pipelined_request_over_the_header_limit(server: Server) -> None:
+    health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 80_000 + b"\r\n\r\n"
+    with contextlib.closing(_raw(server)) as s:
+        with contextlib.suppress(OSError):
+            s.sendall(health + big + health)
+        answer = _read_all(s)
+    parts = answer.split(b"HTTP/1.1 ")[1:]
+    assert [p[:3] for p in parts] == [b"200", b"431"], answer[:300]
+
+
 def test_unparseable_requests_get_a_json_400(server: Server) -> None:
     with contextlib.closing(_raw(server)) as s:
         s.sendall(b"GARBAGE\r\n\r\n")

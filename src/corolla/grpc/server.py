@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from corolla.grpc.errors import tolerant
 from corolla.grpc.health import Health
 from corolla.grpc.kserve_v2 import KServeV2
 from corolla.grpc.tfserving import TfServingModel, TfServingPrediction
@@ -59,6 +60,25 @@ def reflection_pool() -> Any:
     return pool
 
 
+class _TolerantRegistration:
+    """Stands for the server in a generated ``add_*Servicer_to_server``: registers the same
+    handlers with request deserializers that hand undecodable bytes to the servicer as
+    :class:`~corolla.grpc.errors.Malformed` (answered INVALID_ARGUMENT) instead of raising."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Ignored: the generated code registers the same handlers by name right after."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        safe = {name: h._replace(request_deserializer=tolerant(h.request_deserializer))
+                for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, safe),))
+        self._server.add_registered_method_handlers(service, safe)
+
+
 def build_grpc_server(service: PredictionService, *, max_message_bytes: int,
                       reflection_enabled: bool = True,
                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -69,11 +89,11 @@ def build_grpc_server(service: PredictionService, *, max_message_bytes: int,
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", max_message_bytes),
                  *options])
+    apis: Any = _TolerantRegistration(server)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        TfServingPrediction(service), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(TfServingModel(service), server)
-    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeV2(service),
-                                                                        server)
+        TfServingPrediction(service), apis)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(TfServingModel(service), apis)
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeV2(service), apis)
     health_pb2_grpc.add_HealthServicer_to_server(Health(service, API_SERVICES), server)
     if reflection_enabled:
         names = (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

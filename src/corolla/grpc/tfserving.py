@@ -31,6 +31,7 @@ from corolla.protos.gen.tensorflow_serving.apis import (
 )
 from corolla.runtimes import tf_inference
 from corolla.service import ClassifyResult, ModelSpec, PredictionService
+from corolla.tensors import Expansion
 
 log = logging.getLogger("corolla.grpc")
 
@@ -70,7 +71,10 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
     @handle_errors
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
-        inputs = {alias: tensor_proto.to_numpy(tp) for alias, tp in request.inputs.items()}
+        # One allowance for the whole request: padding short typed fields is bounded in all.
+        expansion = Expansion(self.service.options.max_decoded_image_bytes)
+        inputs = {alias: tensor_proto.to_numpy(tp, expansion=expansion)
+                  for alias, tp in request.inputs.items()}
         result = await frontend.predict(self.service, spec, inputs,
                                         output_filter=tuple(request.output_filter),
                                         deadline=deadline(context))

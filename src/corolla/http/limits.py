@@ -18,7 +18,8 @@ application sees a disconnect. The timers live on the event loop: two ``call_lat
 Nor does httptools bound the size of request headers: it buffers a header until it ends, so one
 connection could make the server hold gigabytes (measured: two requests with a 500 MB header
 each took the process from 0.76 to 1.76 GB). The same protocol counts the bytes that arrive
-while a request's headers are incomplete and answers 431 (and closes) past ``max_header_bytes``.
+while a request's headers are incomplete, and measures the headers once they are complete (they
+may arrive in one read), and answers 431 (and closes) past ``max_header_bytes``.
 Requests the parser rejects get a JSON 400 instead of uvicorn's plain-text one, after the answers
 to any complete requests pipelined before them on the connection (uvicorn closes at once).
 """
@@ -158,6 +159,10 @@ _408_RESPONSE = _error_response(b"408 Request Timeout",
                                 "Request timeout: the client sent the request too slowly")
 
 
+class _HeadersTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a request already answered 431."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header and body deadlines and a header size limit
     (see module docstring)."""
@@ -177,9 +182,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # bytes are parsed, so a request that arrives whole (the usual case) arms no timer at all.
     _phase = ""
     _armed = ""
-    # A request the parser refused while earlier (pipelined) requests on the connection were
-    # still being answered: its 400 goes out, and the connection closes, after their answers.
-    _deferred_400: str | None = None
+    # A request refused (400 unparseable, 431 headers too large) while earlier (pipelined)
+    # requests on the connection were still being answered: its whole error response goes out,
+    # and the connection closes, after their answers.
+    _deferred: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -191,7 +197,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._apply()
 
     def data_received(self, data: bytes) -> None:
-        if self._deferred_400 is not None:
+        if self._deferred is not None:
             return  # the connection ends after the answers it owes; nothing more is read
         body_before = self._body_fed
         super().data_received(data)
@@ -211,13 +217,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """The parser refused the request: a JSON error body, as every other error has. Complete
         requests received before it on the same connection (pipelined) are answered first."""
+        if self._deferred is not None or self.transport.is_closing():
+            return  # already answered (431), now or after the answers owed
         cycle = self.cycle
         # Deferred only when the bad bytes follow complete requests; bad bytes inside the body
         # of the request being received fail that request now, as before.
         in_body = cycle is not None and cycle.more_body and not cycle.response_complete
         if not in_body and (self.pipeline or (cycle is not None
                                               and not cycle.response_complete)):
-            self._deferred_400 = msg
+            self._deferred = _error_response(b"400 Bad Request", msg)
             self._disarm()  # nothing more is read: no header deadline for the answers owed
             return
         self.transport.write(_error_response(b"400 Bad Request", msg))
@@ -225,17 +233,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _headers_too_large(self) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._deferred is not None:
             return
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:  # not while a response is going out
-            transport.write(_error_response(
-                b"431 Request Header Fields Too Large",
-                f"Request headers exceed the limit of {self.max_header_bytes} bytes"))
         log.info("closing a connection from %s: request headers over %d bytes",
                  f"{self.client[0]}:{self.client[1]}" if self.client else "?",
                  self.max_header_bytes)
         self._disarm()
+        response = _error_response(
+            b"431 Request Header Fields Too Large",
+            f"Request headers exceed the limit of {self.max_header_bytes} bytes")
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
+            self._deferred = response  # after the answers to the requests before it
+            return
+        transport.write(response)
         transport.close()
 
     def _apply(self) -> None:
@@ -264,6 +275,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = self._begun = False
         self._header_bytes = 0
         self._phase = "body"
+        limit = self.max_header_bytes
+        # Headers that arrive in one read (up to 256 KiB) complete before data_received counts
+        # them: measure what the parser gathered (the request line's URL and each header).
+        if limit and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
+            self._headers_too_large()
+            raise _HeadersTooLarge  # stops the parser: nothing of this request reaches the app
         super().on_headers_complete()
         if self._last_request and self.cycle is not None:
             self.cycle.keep_alive = False
@@ -287,14 +304,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_headers:
             self._disarm()
         super().on_response_complete()
-        msg = self._deferred_400
-        if msg is not None and not self.pipeline and (
+        deferred = self._deferred
+        if deferred is not None and not self.pipeline and (
                 self.cycle is None or self.cycle.response_complete):
-            self._deferred_400 = None
             if self.timeout_keep_alive_task is not None:
                 self.timeout_keep_alive_task.cancel()
                 self.timeout_keep_alive_task = None
-            self.send_400_response(msg)
+            self.transport.write(deferred)
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

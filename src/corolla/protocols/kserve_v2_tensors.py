@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from corolla.errors import InvalidArgument
-from corolla.tensors import FROM_V2_DTYPE, V2_DTYPES, dtype_name, numpy_dtype
+from corolla.tensors import FROM_V2_DTYPE, V2_DTYPES, checked_shape, dtype_name, numpy_dtype
 
 MAX_ELEMENTS = 1 << 28
 
@@ -35,14 +35,7 @@ def check_shape(name: str, shape: Any, *, max_elements: int = MAX_ELEMENTS) -> t
     if not isinstance(shape, list | tuple) or not all(
             isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidArgument(f"input {name!r}: shape must be a list of integers")
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    n = 1
-    for d in shape:
-        n *= d
-        if n > max_elements:
-            raise InvalidArgument(f"input {name!r}: more than {max_elements} elements")
-    return tuple(shape)
+    return checked_shape(shape, max_elements, f"input {name!r}: shape")[0]
 
 
 def element_count(shape: Sequence[int]) -> int:
@@ -64,6 +57,12 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 def deserialize_bytes(name: str, raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
     n = element_count(shape)
+    # Each element takes at least its 4-byte length: refuse a shape the data cannot fill before
+    # allocating its array (8 bytes of data must not claim an array of 2**28 pointers).
+    if 4 * n > len(raw):
+        raise InvalidArgument(
+            f"input {name!r}: {len(raw)} bytes of BYTES data cannot hold the {n} elements of "
+            f"shape {list(shape)} (each takes at least 4)")
     out = np.empty(n, dtype=object)
     view, pos, end = memoryview(raw), 0, len(raw)
     for i in range(n):

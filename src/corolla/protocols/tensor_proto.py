@@ -5,6 +5,8 @@ what ``tf.make_tensor_proto`` writes for numpy arrays) and the typed ``*_val`` f
 ``Tensor::AsProtoField`` writes). Like TensorFlow, a typed field with fewer values than the shape
 holds is padded with its last value (so one value fills the tensor, and TF's compressed constants
 read back whole) and an empty field means zeros; more values than the shape holds is an error.
+Padding allocates what the message did not carry, so it is bounded by the request's
+:class:`~corolla.tensors.Expansion` allowance, checked before allocating.
 ``DT_HALF`` travels in ``half_val`` as 16-bit patterns.
 
 Writing uses the typed fields by default, as TensorFlow Serving's responses do (client code often
@@ -21,7 +23,14 @@ import numpy as np
 
 from corolla.errors import InvalidArgument
 from corolla.protos.gen.tensorflow.core.framework import tensor_pb2, types_pb2
-from corolla.tensors import FROM_TF_DTYPE, TF_DTYPES, dtype_name
+from corolla.tensors import (
+    DEFAULT_EXPANSION_BYTES,
+    FROM_TF_DTYPE,
+    TF_DTYPES,
+    Expansion,
+    checked_shape,
+    dtype_name,
+)
 
 TensorProto = tensor_pb2.TensorProto
 
@@ -55,20 +64,18 @@ def _shape(tp: Any, *, max_elements: int) -> tuple[tuple[int, ...], int]:
     shape_proto = tp.tensor_shape
     if shape_proto.unknown_rank:
         raise InvalidArgument("tensor_shape has unknown rank; a tensor needs a concrete shape")
-    shape = tuple(int(d.size) for d in shape_proto.dim)
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(f"tensor_shape has a negative dimension: {list(shape)}")
-    n = 1
-    for d in shape:
-        n *= d
-        if n > max_elements:
-            raise InvalidArgument(
-                f"tensor of shape {list(shape)} has more than {max_elements} elements")
-    return shape, n
+    return checked_shape([d.size for d in shape_proto.dim], max_elements, "tensor_shape")
 
 
-def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
-    """Decode a TensorProto; strings become an object array of ``bytes``."""
+def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS, expansion: Expansion | None = None
+             ) -> np.ndarray:
+    """Decode a TensorProto; strings become an object array of ``bytes``.
+
+    Padding a short typed field to its shape allocates what the message did not carry: it is
+    taken from ``expansion`` (the request's allowance; a fresh default one when None) before
+    the tensor is allocated, so a one-value field cannot claim gigabytes."""
+    if expansion is None:
+        expansion = Expansion(DEFAULT_EXPANSION_BYTES)
     name = FROM_TF_DTYPE.get(int(tp.dtype))
     if name is None:
         raise InvalidArgument(f"unsupported tensor dtype {tf_dtype_label(tp.dtype)}")
@@ -76,7 +83,7 @@ def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     if name == "string":
         if tp.tensor_content:
             raise InvalidArgument("DT_STRING tensors must use string_val, not tensor_content")
-        return _strings(tp.string_val, shape, n)
+        return _strings(tp.string_val, shape, n, expansion)
     dtype = np.dtype(name)
     if tp.tensor_content:
         content = tp.tensor_content
@@ -88,7 +95,9 @@ def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
         return np.frombuffer(content, dtype=dtype.newbyteorder("<")).astype(
             dtype, copy=False).reshape(shape)
     field = _FIELD[name]
-    values = np.array(getattr(tp, field), dtype=_FIELD_DTYPE[field])
+    vals = getattr(tp, field)
+    _check_count(len(vals), n, shape, field, dtype.itemsize, expansion)
+    values = np.array(vals, dtype=_FIELD_DTYPE[field])
     if name == "float16":
         if values.size and (values.min() < 0 or values.max() > 0xFFFF):
             raise InvalidArgument("half_val holds values outside 16 bits")
@@ -99,16 +108,23 @@ def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
             if values.size and (values.min() < info.min or values.max() > info.max):
                 raise InvalidArgument(f"{field} holds values out of range for {name}")
         values = values.astype(dtype)
-    return _fill(values, shape, n, field)
+    return _fill(values, shape, n)
 
 
-def _fill(values: np.ndarray, shape: tuple[int, ...], n: int, field: str) -> np.ndarray:
+def _check_count(count: int, n: int, shape: tuple[int, ...], field: str, itemsize: int,
+                 expansion: Expansion) -> None:
+    """Refuse more values than the shape holds; take the padding's bytes from the allowance."""
+    if count > n:
+        raise InvalidArgument(f"{field} has {count} values but shape {list(shape)} holds {n}")
+    if count < n:
+        expansion.take((n - count) * itemsize,
+                       f"padding {field}'s {count} values to shape {list(shape)}")
+
+
+def _fill(values: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
     count = values.shape[0]
     if count == n:
         return values.reshape(shape)
-    if count > n:
-        raise InvalidArgument(
-            f"{field} has {count} values but shape {list(shape)} holds {n}")
     out = np.empty(n, dtype=values.dtype)
     if count == 0:
         out[...] = b"" if values.dtype == object else 0
@@ -118,10 +134,12 @@ def _fill(values: np.ndarray, shape: tuple[int, ...], n: int, field: str) -> np.
     return out.reshape(shape)
 
 
-def _strings(vals: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
+def _strings(vals: Any, shape: tuple[int, ...], n: int, expansion: Expansion) -> np.ndarray:
+    # An object array holds one pointer per element.
+    _check_count(len(vals), n, shape, "string_val", np.dtype(object).itemsize, expansion)
     arr = np.empty(len(vals), dtype=object)
     arr[:] = list(vals)
-    return _fill(arr, shape, n, "string_val")
+    return _fill(arr, shape, n)
 
 
 def from_numpy(array: Any, *, content: bool = False, out: Any = None) -> Any:
