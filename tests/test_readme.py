@@ -177,9 +177,12 @@ def run_inside(workdir: Path) -> int:
     os.chdir(workdir)
     _loopback_up()
     examples = json.loads(Path("examples.json").read_text())
+    # A shell where the README is pasted has none of these; each would move the server.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PORT", "MODEL_NAME", "MODEL_BASE_PATH")}
     with open("server.log", "wb") as log:
         server = subprocess.Popen([".venv/bin/corolla", "serve"], stdout=log,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env=env)
     try:
         _wait_serving(server, 90.0)
         results = []
