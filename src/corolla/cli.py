@@ -131,6 +131,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime threads for a request the process serves alone, in a "
                         "second session per version (0: the process's cores when inferences "
                         "run on one thread each; 1: no second session)")
+    c.add_argument("--onnx_graph_variant", default="auto",
+                   help="which graph of a version to serve where its corolla.json names "
+                        "several (graph_variants: fp32, int8...); auto: the version's default "
+                        "(the embedded model: int8). A version with one graph serves it")
     c.add_argument("--batch_dispatch", default="eager", choices=["eager", "timeout"],
                    help="eager: an idle batch thread takes the open batch at once; "
                         "timeout: TF Serving's wait for a full batch or the timeout")
@@ -268,7 +272,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         cors_allowed_origins=origins, batching=batching,
         onnx=OnnxOptions(intra_op_threads=intra,
                          solo_threads=args.onnx_solo_threads
-                         or (per_process if intra == 1 else 1)),
+                         or (per_process if intra == 1 else 1),
+                         graph_variant=args.onnx_graph_variant.strip() or "auto"),
         tensorflow=TensorflowOptions(
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,

@@ -5,7 +5,14 @@ Layout::
     <base_path>/<version>/        version: a positive integer (non-numeric names are ignored)
         corolla.json              metadata: signature, labels, preprocessing, provenance
         model.onnx                the graph (or saved_model.pb + variables/ for TensorFlow)
+        model.int8.onnx           optionally, more graph variants of the same model
         ...                       anything else the writer keeps (reports, plots)
+
+Graph variants. A version may hold the same model as several graphs (``graph_variants``:
+variant name -> file, e.g. ``{"fp32": "model.onnx", "int8": "model.int8.onnx"}``), with the
+same signature, labels and preprocessing. ``graph`` names the one served by default; a server
+flag picks another by name (:meth:`ModelMetadata.graph_file`). Metadata without
+``graph_variants`` (written before it existed) has one graph, ``graph``.
 
 A version is published atomically: written under a hidden non-numeric name in the same base
 path, flushed, then renamed to its number. Readers therefore see a version whole or not at all.
@@ -35,12 +42,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corolla.errors import DataLoss, InvalidArgument
+from corolla.errors import DataLoss, FailedPrecondition, InvalidArgument
 
 METADATA_FILE = "corolla.json"
 ONNX_FILE = "model.onnx"
 FORMAT = "corolla.model/v1"
 _VERSION_RE = re.compile(r"^[0-9]+$")
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Asks for the version's default graph (``graph``) rather than a named variant.
+AUTO_VARIANT = "auto"
 
 DTYPES = (
     "float32", "float64", "float16", "int8", "int16", "int32", "int64",
@@ -225,7 +235,9 @@ class ModelMetadata:
 
     signatures: dict[str, Signature]
     platform: str = "onnx"
-    graph: str = ONNX_FILE
+    graph: str = ONNX_FILE  # the graph served by default
+    # Variant name -> graph file, every one the same model (module docstring); empty: one graph.
+    graph_variants: dict[str, str] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
     # Which output holds class scores and whether they are already probabilities.
     scores_output: str | None = None
@@ -239,11 +251,31 @@ class ModelMetadata:
     def default_signature(self) -> Signature:
         return self.signatures["serving_default"]
 
+    @property
+    def default_variant(self) -> str | None:
+        """The name of the variant that ``graph`` is, if the version names its variants."""
+        return next((k for k, v in self.graph_variants.items() if v == self.graph), None)
+
+    def graph_file(self, variant: str = AUTO_VARIANT) -> str:
+        """The graph file to serve for ``variant`` (``auto``: the default, ``graph``).
+
+        A version that names no variants has one graph and serves it whatever is asked (there
+        is nothing to choose); one that names its variants but not ``variant`` is refused.
+        """
+        if variant == AUTO_VARIANT or not self.graph_variants:
+            return self.graph
+        try:
+            return self.graph_variants[variant]
+        except KeyError:
+            raise FailedPrecondition(
+                f"graph variant {variant!r} is not in this version (it has "
+                f"{sorted(self.graph_variants)}; default {self.default_variant!r})") from None
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "platform": self.platform,
-            "graph": self.graph,
+        d: dict[str, Any] = {"format": FORMAT, "platform": self.platform, "graph": self.graph}
+        if self.graph_variants:  # absent, not empty, where there is one graph (as before)
+            d["graph_variants"] = dict(self.graph_variants)
+        return d | {
             "signatures": {k: v.to_json() for k, v in self.signatures.items()},
             "labels": list(self.labels),
             "scores_output": self.scores_output,
@@ -266,6 +298,8 @@ class ModelMetadata:
             md = cls(
                 platform=str(d.get("platform", "onnx")),
                 graph=str(d.get("graph", ONNX_FILE)),
+                graph_variants={str(k): str(v)
+                                for k, v in dict(d.get("graph_variants") or {}).items()},
                 signatures=sigs,
                 labels=tuple(str(x) for x in d.get("labels", ())),
                 scores_output=d.get("scores_output"),
@@ -280,6 +314,15 @@ class ModelMetadata:
         return md
 
     def validate(self) -> None:
+        for file in (self.graph, *self.graph_variants.values()):
+            _check_file_name(file)
+        for name in self.graph_variants:
+            if name == AUTO_VARIANT or not _VARIANT_RE.match(name):
+                raise InvalidArgument(f"graph variant name {name!r}: letters, digits, '_', "
+                                      f"'.', '-', not {AUTO_VARIANT!r}")
+        if self.graph_variants and self.graph not in self.graph_variants.values():
+            raise InvalidArgument(f"graph {self.graph!r} is not one of graph_variants "
+                                  f"{self.graph_variants}")
         sig = self.default_signature
         if self.preprocessing is not None and self.preprocessing.input not in sig.inputs:
             raise InvalidArgument(
@@ -288,6 +331,15 @@ class ModelMetadata:
             raise InvalidArgument(f"scores_output {self.scores_output!r} is not a signature output")
         if self.labels and self.scores_output is None:
             raise InvalidArgument("labels given without scores_output")
+
+
+def _check_file_name(file: str) -> None:
+    """A graph is a file of the version: a relative path that stays inside its directory."""
+    try:
+        check_relative_name(file)
+    except InvalidArgument:
+        raise InvalidArgument(
+            f"graph file {file!r} must be a relative path inside the version") from None
 
 
 def is_version_name(name: str) -> bool:

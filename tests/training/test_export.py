@@ -133,3 +133,22 @@ def test_a_failed_export_publishes_nothing(tmp_path: Path) -> None:
         (staged.path / "model.onnx").write_bytes(b"partial")
         raise RuntimeError("training crashed")
     assert list(base.iterdir()) == []
+
+
+@pytest.mark.parametrize(("mode", "split", "fp32", "int8", "served", "says"), [
+    ("auto", "validation", 0.90, 0.90, "int8", "within 0.5 points"),
+    ("auto", "validation", 0.90, 0.895, "int8", "within 0.5 points"),  # exactly 0.5 points
+    ("auto", "validation", 0.90, 0.894, "fp32", "int8 loses 0.60 points"),
+    ("auto", "validation", 0.90, 0.95, "int8", "int8 95.00% against fp32 90.00%"),
+    ("int8", "validation", 0.90, 0.50, "int8", "--quantize int8"),
+    ("auto", "validation", None, None, "fp32", "no validation photos"),
+    ("int8", "validation", None, None, "int8", "--quantize int8"),
+    ("auto", "test", 0.90, 0.90, "int8", "decided on the test split"),
+])
+def test_int8_is_the_default_within_half_a_point(
+    mode: str, split: str, fp32: float | None, int8: float | None, served: str, says: str
+) -> None:
+    from corolla.training.pipeline import decide_variant
+
+    got, reason = decide_variant(mode, split, fp32, int8)
+    assert got == served and says in reason, reason

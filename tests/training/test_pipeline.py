@@ -63,7 +63,7 @@ def test_feature_cache_is_reproducible(photos: Path) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--arch", "small_cnn", "--epochs", "2", "--batch-size", "8"],
+        ["--arch", "small_cnn", "--epochs", "2", "--batch-size", "8", "--quantize", "none"],
         ["--recipe", "full", "--epochs", "1", "--batch-size", "8"],  # the GPU recipe, on CPU
         ["--epochs", "2", "--views", "1", "--train-from-block", "15", "--quantize", "int8"],
     ],
@@ -109,10 +109,27 @@ def test_train_cli_publishes_an_evaluated_version(
         "model.onnx",
     ):
         assert (v / name).stat().st_size > 0
-    if "--quantize" in extra:
+    if "none" in extra:
+        assert md.graph == "model.onnx" and md.graph_variants == {}
+        assert not (v / "model.int8.onnx").exists() and "quantization" not in prov
+    else:  # --quantize auto (the default) or int8: both graphs, one chosen by default, and why
         q = json.loads((v / "quantization.json").read_text())
         assert q["size_bytes"]["int8"] < q["size_bytes"]["fp32"] / 2
         assert (v / "int8_metrics.json").exists()
+        assert md.graph_variants == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+        decision = prov["quantization"]
+        assert decision["decided_on"] == "validation" and decision["tolerance_points"] == 0.5
+        acc = decision["accuracy"]
+        assert set(acc) == {"fp32", "int8"}
+        if "int8" in extra:
+            assert decision["mode"] == "int8" and md.default_variant == "int8"
+        else:
+            within = 100 * (acc["fp32"] - acc["int8"]) <= 0.5 + 1e-9
+            assert decision["mode"] == "auto"
+            assert md.default_variant == ("int8" if within else "fp32"), decision
+            if not within:
+                assert "more than 0.5" in decision["reason"]
+        assert decision["served"] == md.default_variant and q["default_variant"] == decision
     # the split recorded in the model reproduces: evaluate the test split again via the CLI
     out = tmp_path / "eval"
     assert (

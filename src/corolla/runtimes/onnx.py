@@ -31,6 +31,7 @@ import numpy as np
 
 from corolla.errors import FailedPrecondition, Internal, InvalidArgument
 from corolla.model_dir import (
+    AUTO_VARIANT,
     METADATA_FILE,
     ONNX_FILE,
     ModelMetadata,
@@ -51,6 +52,9 @@ class OnnxOptions:
     graph_optimization: str = "all"  # all | extended | basic | disabled
     # Intra-op threads of the solo session (module docstring); 0 or 1: no solo session.
     solo_threads: int = 0
+    # Which of a version's graph variants to serve (corolla.model_dir): "auto" serves the
+    # version's default graph, a name (fp32, int8) that variant.
+    graph_variant: str = AUTO_VARIANT
 
 
 def _spec_from_node(node: Any) -> TensorSpec:
@@ -167,7 +171,15 @@ class OnnxServable:
             ort.disable_telemetry_events()  # a server must not phone home
         has_metadata = (path / METADATA_FILE).exists()
         metadata = read_metadata(path) if has_metadata else None
-        graph = path / (metadata.graph if metadata else ONNX_FILE)
+        file = metadata.graph_file(options.graph_variant) if metadata else ONNX_FILE
+        graph = path / file
+        # The variant served, for logs and status: its name where the version names variants.
+        self.graph_variant = next(
+            (k for k, v in (metadata.graph_variants if metadata else {}).items() if v == file),
+            None)
+        if metadata is not None and metadata.graph_variants:
+            log.info("%s: serving graph variant %s (%s; variants %s)", path, self.graph_variant,
+                     file, ", ".join(sorted(metadata.graph_variants)))
         self._session = _session(graph, options, options.intra_op_threads)
         # A solo session only where runs are narrower than it (0 threads: already every core).
         self._solo: Any = None
@@ -276,6 +288,8 @@ class OnnxRuntime:
                 md = read_metadata(path)
             except Exception:
                 return (path / ONNX_FILE).exists()
+            # A variant missing from the version is the load's error (a clear message), not
+            # "no runtime recognises it".
             return md.platform == "onnx" and (path / md.graph).exists()
         return (path / ONNX_FILE).exists()
 

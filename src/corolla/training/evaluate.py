@@ -21,7 +21,7 @@ import numpy as np
 
 from corolla.errors import CorollaError
 from corolla.images import preprocess_image
-from corolla.model_dir import ModelMetadata, read_metadata
+from corolla.model_dir import AUTO_VARIANT, ModelMetadata, read_metadata
 from corolla.training.data import Sample
 from corolla.training.metrics import classification_metrics, format_report, plot_confusion_matrix
 
@@ -43,9 +43,10 @@ def predict_samples(
     batch_size: int = 32,
     threads: int = 2,
     progress: bool = True,
-    graph: str | None = None,
+    variant: str = AUTO_VARIANT,
 ) -> tuple[np.ndarray, np.ndarray, list[str], float]:
-    """(scores [n, classes], kept sample indices, decode failures, seconds of inference)."""
+    """(scores [n, classes], kept sample indices, decode failures, seconds of inference), from
+    the version's graph ``variant`` (``auto``: its default graph)."""
     from tqdm import tqdm
 
     from corolla.runtimes.onnx import OnnxOptions, OnnxServable
@@ -53,9 +54,7 @@ def predict_samples(
     md = read_metadata(version_dir)
     if md.preprocessing is None or md.scores_output is None:
         raise ValueError(f"{version_dir}: not an image classifier (no preprocessing/scores)")
-    servable = OnnxServable(version_dir, OnnxOptions())
-    if graph is not None:  # evaluate a sibling graph (the int8 variant) under the same metadata
-        servable._session = _session(version_dir / graph)
+    servable = OnnxServable(version_dir, OnnxOptions(graph_variant=variant))
     scores, kept, failures, infer_s = [], [], [], 0.0
     with (
         ThreadPoolExecutor(threads) as pool,
@@ -94,12 +93,6 @@ def _rel(path: Path, root: Path | None) -> str:
     )
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def evaluate_version(
     version_dir: Path,
     samples: Sequence[Sample],
@@ -108,21 +101,21 @@ def evaluate_version(
     title: str = "test split",
     progress: bool = True,
     prefix: str = "",
-    graph: str | None = None,
+    variant: str = AUTO_VARIANT,
     root: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``{prefix}metrics.json``, ``{prefix}classification_report.txt`` and
     ``{prefix}confusion_matrix.png`` to ``out_dir``; return the metrics."""
     md = read_metadata(version_dir)
     scores, kept, failures, infer_s = predict_samples(
-        version_dir, samples, progress=progress, graph=graph
+        version_dir, samples, progress=progress, variant=variant
     )
     y_true = np.asarray([samples[i].label for i in kept], np.int64)
     metrics = classification_metrics(y_true, scores, md.labels)
     metrics["skipped_images"] = failures
     metrics["inference_ms_per_image"] = 1000 * infer_s / max(len(kept), 1)
     metrics["evaluated_with"] = "corolla.runtimes.onnx + corolla.images.preprocess_image"
-    metrics["graph"] = graph or md.graph
+    metrics["graph"] = md.graph_file(variant)
     metrics["errors"] = [
         {"path": _rel(samples[i].path, root), "true": md.labels[t], "predicted": md.labels[p]}
         for i, t, p in zip(kept, y_true, scores.argmax(1), strict=True)

@@ -4,9 +4,16 @@ Owns the order of the steps and what lands in the version directory besides the 
 ``corolla.json`` (with provenance: dataset fingerprint, split, recipe, metrics, timings),
 ``metrics.json`` / ``classification_report.txt`` / ``confusion_matrix.png`` (the exported graph
 evaluated on the held-out test split through the server's runtime and preprocessing),
-``training_curves.png``, ``history.json``, ``split.json`` and, with ``--quantize int8``,
-``model.int8.onnx`` with its own report. Everything is written under a hidden staging name and
-published atomically as the next version.
+``training_curves.png``, ``history.json``, ``split.json`` and (unless ``--quantize none``)
+``model.int8.onnx`` with its own reports and ``quantization.json``. Everything is written under
+a hidden staging name and published atomically as the next version.
+
+int8 by default. The version names both graphs as variants (``fp32``, ``int8``); the int8 one
+is its default (served unless the server asks for ``fp32``) when its top-1 accuracy on the
+validation split, through the server's runtime and preprocessing, is within
+:data:`INT8_TOLERANCE_POINTS` of fp32's (``--quantize auto``, the default), or always
+(``--quantize int8``). Without validation photos (``--refit``) the test split decides, and
+``provenance.quantization`` says so, as it says every decision and its numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 import torch
 
 from corolla.images import preprocess_image
-from corolla.model_dir import stage_version, write_metadata
+from corolla.model_dir import ONNX_FILE, stage_version, write_metadata
 from corolla.training.data import (
     SplitSpec,
     check_trainable,
@@ -35,7 +42,7 @@ from corolla.training.data import (
     split_dataset,
     split_record,
 )
-from corolla.training.evaluate import evaluate_version
+from corolla.training.evaluate import evaluate_version, predict_samples
 from corolla.training.export import (
     VERIFY_ATOL,
     build_metadata,
@@ -50,6 +57,10 @@ from corolla.training.recipes import RecipeConfig, run_recipe
 log = logging.getLogger(__name__)
 
 INT8_FILE = "model.int8.onnx"
+VARIANTS = {"fp32": ONNX_FILE, "int8": INT8_FILE}
+# int8 is served by default when it loses at most this many points of top-1 accuracy.
+INT8_TOLERANCE_POINTS = 0.5
+QUANTIZE_MODES = ("auto", "int8", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,8 +71,7 @@ class TrainJob:
     split: SplitSpec
     workdir: Path
     resume: bool = False
-    quantize: str | None = None  # None | "int8"
-    serve_quantized: bool = False
+    quantize: str = "auto"  # QUANTIZE_MODES (module docstring)
     verify_images: int = 32
 
 
@@ -172,17 +182,21 @@ def run(job: TrainJob) -> Path:
             "test": _summary(test),
             "validation_best_epoch": best,
         }
-        if job.quantize == "int8":
-            provenance["metrics"]["test_int8"] = _quantize(
+        metadata = build_metadata(ds.classes, trained.spec, provenance)
+        if job.quantize != "none":
+            metadata = dataclasses.replace(metadata, graph_variants=dict(VARIANTS))
+            write_metadata(vdir, metadata)  # the int8 variant can be evaluated by name
+            provenance["metrics"]["test_int8"], decision = _quantize(
                 job, vdir, splits, trained.spec, test, ds.root
             )
+            provenance["quantization"] = decision
+            metadata = dataclasses.replace(metadata, graph=VARIANTS[decision["served"]])
+            log.info("serving %s by default: %s", decision["served"], decision["reason"])
         provenance["timings_s"] = {
             "train": round(t_train, 1),
             "total": round(time.perf_counter() - t0, 1),
         }
-        metadata = build_metadata(ds.classes, trained.spec, provenance)
-        if job.quantize == "int8" and job.serve_quantized:
-            metadata = dataclasses.replace(metadata, graph=INT8_FILE)
+        metadata = dataclasses.replace(metadata, provenance=provenance)
         write_metadata(vdir, metadata)
     assert staged.published is not None
     log.info(
@@ -206,7 +220,8 @@ def _summary(m: dict[str, Any]) -> dict[str, Any]:
 
 def _quantize(
     job: TrainJob, vdir: Path, splits: dict[str, Any], spec: Any, fp32: dict[str, Any], root: Path
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the int8 graph and its test-split reports; (its test summary, the decision)."""
     calib = _real_inputs(splits["train"][:: max(1, len(splits["train"]) // 128)], spec, 128)
     quantize_int8(vdir / "model.onnx", vdir / INT8_FILE, calib, spec.input)
     int8 = evaluate_version(
@@ -217,11 +232,13 @@ def _quantize(
         prefix="int8_",
         root=root,
         progress=job.recipe.fit.progress,
-        graph=INT8_FILE,
+        variant="int8",
     )
+    decision = choose_variant(job.quantize, vdir, splits, job.recipe.fit.progress)
     report = {
         "fp32": _summary(fp32),
         "int8": _summary(int8),
+        "default_variant": decision,
         "size_bytes": {
             "fp32": (vdir / "model.onnx").stat().st_size,
             "int8": (vdir / INT8_FILE).stat().st_size,
@@ -230,4 +247,55 @@ def _quantize(
         "uint8 activations calibrated (MinMax) on 128 training images",
     }
     (vdir / "quantization.json").write_text(json.dumps(report, indent=2) + "\n")
-    return _summary(int8)
+    return _summary(int8), decision
+
+
+def _accuracy(vdir: Path, samples: list[Any], variant: str, progress: bool) -> float | None:
+    scores, kept, _failures, _s = predict_samples(vdir, samples, progress=progress,
+                                                  variant=variant)
+    if not len(kept):
+        return None
+    labels = np.asarray([samples[i].label for i in kept])
+    return float((scores.argmax(1) == labels).mean())
+
+
+def choose_variant(
+    mode: str, vdir: Path, splits: dict[str, Any], progress: bool = False
+) -> dict[str, Any]:
+    """Which graph the version serves by default under ``--quantize`` ``mode``, and why
+    (``provenance.quantization``); ``vdir``'s metadata names both variants."""
+    split = "validation" if splits["validation"] else "test"
+    acc = {v: _accuracy(vdir, splits[split], v, progress) for v in VARIANTS}
+    served, reason = decide_variant(mode, split, acc["fp32"], acc["int8"])
+    return {
+        "mode": mode,
+        "decided_on": split,
+        "accuracy": acc,
+        "tolerance_points": INT8_TOLERANCE_POINTS,
+        "served": served,
+        "reason": reason,
+    }
+
+
+def decide_variant(
+    mode: str, split: str, fp32: float | None, int8: float | None
+) -> tuple[str, str]:
+    """(the default variant, why) from each graph's top-1 accuracy on ``split``."""
+    if fp32 is None or int8 is None:
+        on = f"no {split} photos to compare the graphs on"
+    else:
+        on = f"{split} accuracy int8 {int8:.2%} against fp32 {fp32:.2%}"
+    if mode == "int8":
+        served, reason = "int8", f"--quantize int8 ({on})"
+    elif fp32 is None or int8 is None:
+        served, reason = "fp32", on
+    elif (loss := 100 * (fp32 - int8)) <= INT8_TOLERANCE_POINTS + 1e-9:
+        served, reason = "int8", f"{on}, within {INT8_TOLERANCE_POINTS} points"
+    else:
+        served = "fp32"
+        reason = (f"int8 loses {loss:.2f} points of {split} accuracy ({on}), more than "
+                  f"{INT8_TOLERANCE_POINTS}; the int8 graph stays in the version as "
+                  "variant int8 (corolla serve --onnx_graph_variant=int8)")
+    if split == "test":
+        reason += " (no validation photos: decided on the test split)"
+    return served, reason
