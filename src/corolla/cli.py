@@ -201,6 +201,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="PEM CA bundle for client certificates")
     o.add_argument("--ssl_client_verify", default=False, **b,
                    help="require client certificates signed by --ssl_ca_certs (mutual TLS)")
+    o.add_argument("--model_cache_dir", default="",
+                   help="where versions from s3://, gs://, http(s):// and redis:// base paths "
+                        "are downloaded and verified before they load (default "
+                        "$XDG_CACHE_HOME/corolla/models; docs/storage.md)")
+    o.add_argument("--model_cache_max_bytes", type=int, default=0,
+                   help="bound of --model_cache_dir: unused versions are evicted, a version "
+                        "that still does not fit is refused (0: no bound but the disk)")
     o.add_argument("--allowed_model_roots", default="",
                    help="comma-separated directories that every model base path and version "
                         "directory must resolve into")
@@ -235,6 +242,11 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
             raise CorollaError(f"--model_name={name} needs --model_base_path")
         models = [ModelConfig(name=name or "default", base_path=resolve_base_path(base),
                               platform=args.model_platform)]
+    from corolla.storage.uri import is_remote, require_client
+
+    for m in models:
+        if is_remote(m.base_path):
+            require_client(m.base_path)  # a missing extra: one line, at start
     if args.rest_workers < 1:
         raise CorollaError("--rest_workers must be at least 1")
     from corolla.workers import MIN_WATCHDOG
@@ -389,6 +401,8 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         "warmup": WarmupOptions(enabled=args.enable_model_warmup,
                                 iterations=max(1, args.num_request_iterations_for_warmup)),
         "allowed_model_roots": roots,
+        "model_cache_dir": args.model_cache_dir,
+        "model_cache_max_bytes": args.model_cache_max_bytes,
     }
 
 
@@ -499,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=64,
                       help="input height and width in pixels (default 64)")
     demo.set_defaults(func=cmd_demo_model)
-    for module in ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli"):
+    for module in ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli",
+                   "corolla.storage.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

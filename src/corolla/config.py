@@ -65,15 +65,16 @@ class ModelConfig:
 
 
 def resolve_base_path(base_path: str, relative_to: Path | None = None) -> str:
-    """Absolute path for a base path; ``file://`` prefixes are accepted as TF Serving does."""
+    """Absolute path for a base path; ``file://`` prefixes are accepted as TF Serving does.
+    Store URIs (``s3://``, ``gs://``, ``http(s)://``, ``redis(s)://``) are kept as they are."""
     if not base_path:
         raise InvalidArgument("base_path is empty")
     if base_path.startswith("file://"):
         base_path = base_path[len("file://"):]
-    if "://" in base_path:
-        raise InvalidArgument(
-            f"base_path {base_path!r}: only local file systems are supported "
-            "(mount cloud storage, e.g. with gcsfuse or a CSI volume)")
+    if "://" in base_path:  # a remote store (corolla.storage): s3://, gs://, http(s)://, redis://
+        from corolla.storage.uri import check_uri
+
+        return check_uri(base_path).rstrip("/")
     p = Path(os.path.expanduser(base_path))
     if not p.is_absolute() and relative_to is not None:
         p = relative_to / p

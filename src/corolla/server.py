@@ -89,6 +89,9 @@ class ServerOptions:
     grpc_tls: TlsFiles | None = None
     warmup: WarmupOptions = field(default_factory=WarmupOptions)
     allowed_model_roots: tuple[str, ...] = ()
+    # Remote base paths (corolla.storage): verified copies are kept here, bounded (0: no bound).
+    model_cache_dir: str = ""
+    model_cache_max_bytes: int = 0
     runtimes_extra: tuple[Any, ...] = ()
     # Processes serving the REST API on one port (corolla.workers); 1: this process only.
     rest_workers: int = 1
@@ -98,6 +101,14 @@ class ServerOptions:
     inline_requests: bool = False
     log_level: str = "INFO"  # for the REST worker processes' logging
     log_format: str = "text"
+
+
+def default_cache_dir() -> str:
+    """Where remote versions are cached without --model_cache_dir."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "corolla", "models")
 
 
 class ListenError(Exception):
@@ -170,8 +181,12 @@ class CorollaServer:
         self.infer_pool = ThreadPoolExecutor(n_infer, thread_name_prefix="infer")
         self.load_pool = ThreadPoolExecutor(2, thread_name_prefix="load")
         activity = Activity()  # requests in flight: the runtimes' solo sessions read it
+        from corolla.storage.source import StorageSources
+
+        self.sources = StorageSources(options.model_cache_dir or default_cache_dir(),
+                                      options.model_cache_max_bytes)
         self.manager = Manager(runtimes=_runtimes(options, activity), executor=self.load_pool,
-                               options=options.manager)
+                               options=options.manager, source_factory=self.sources)
         self.service = PredictionService(
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
@@ -184,6 +199,7 @@ class CorollaServer:
         self.service.loop_runner.before_job = flush_due
         self.metrics = Metrics()
         self.metrics.instrument(self.service)
+        self.metrics.add_source(self.sources.stats.collect)
         if worker is not None:
             self.metrics.gather = worker.gather_metrics
             self.service.reload_via = worker.reload_config
@@ -446,6 +462,7 @@ class CorollaServer:
         if workers_stop is not None:
             await workers_stop
         await self.manager.close()
+        self.sources.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True)
         self.load_pool.shutdown(wait=True)
