@@ -165,6 +165,10 @@ class Outage:
 
     def stop(self) -> None:
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept() and stops the listening at once
+            # (close() alone leaves the socket listening until that accept returns).
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

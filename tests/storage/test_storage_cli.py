@@ -1,0 +1,94 @@
+"""corolla push / fetch-model / versions against real stores: results, retries, exit codes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from storage_servers import Outage
+
+from corolla.cli import main
+from corolla.demo_model import write_demo_version
+from corolla.model_dir import read_metadata, verify_files
+from corolla.storage.cli import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+from corolla.storage.uri import open_store
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return Path(write_demo_version(str(tmp_path / "src"), 1, 16))
+
+
+def test_push_fetch_list_delete(store_uri: Callable[[str], str], demo: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    uri = store_uri("s3")
+    assert main(["push", str(demo), uri]) == 0
+    assert main(["push", str(demo), uri, "--version", "5"]) == 0
+    assert capsys.readouterr().out.split() == [f"{uri}/1", f"{uri}/5"]
+    dest = tmp_path / "models"
+    assert main(["fetch-model", uri, str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["5"]
+    verify_files(dest / "5", read_metadata(dest / "5").files)
+    assert main(["fetch-model", uri, str(dest), "--version", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "5 (already there, verified)" in out and f"{dest}/1" in out
+    assert main(["versions", "list", uri]) == 0
+    table = capsys.readouterr().out
+    assert "complete (manifest)" in table and table.count("\n") == 3
+    assert main(["versions", "delete", uri, "5"]) == 0
+    assert sorted(open_store(uri).list_versions()) == [1]
+
+
+def test_fetch_not_found(store_uri: Callable[[str], str], demo: Path, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    uri = store_uri("s3")
+    assert main(["fetch-model", uri, str(tmp_path / "d")]) == EXIT_NOT_FOUND
+    assert main(["push", str(demo), uri]) == 0
+    assert main(["fetch-model", uri, str(tmp_path / "d"), "--version", "9"]) == EXIT_NOT_FOUND
+    assert "no version 9" in capsys.readouterr().err
+
+
+def test_fetch_retries_until_the_store_answers(redis_port: int, demo: Path,
+                                               tmp_path: Path) -> None:
+    relay = Outage(redis_port)
+    uri = f"redis://127.0.0.1:{relay.port}/0/fetch-retry/m"
+    assert main(["push", str(demo), uri]) == 0
+    relay.stop()
+    timer = threading.Timer(1.5, relay.start)  # back after the first retry
+    timer.start()
+    try:
+        assert main(["fetch-model", uri, str(tmp_path / "d"), "--retries", "4"]) == 0
+    finally:
+        timer.join()
+    assert (tmp_path / "d" / "1" / "model.onnx").exists()
+    relay.stop()
+    code = main(["fetch-model", uri, str(tmp_path / "e"), "--retries", "1"])
+    assert code == EXIT_UNREACHABLE and not (tmp_path / "e" / "1").exists()
+
+
+def test_fetch_refuses_a_corrupt_version(store_uri: Callable[[str], str], demo: Path,
+                                         tmp_path: Path) -> None:
+    uri = store_uri("gs")
+    assert main(["push", str(demo), uri]) == 0
+    store = open_store(uri)
+    data = bytearray((demo / "model.onnx").read_bytes())
+    data[-1] ^= 1
+    store._put_bytes(store.key(1, "model.onnx"), bytes(data))  # type: ignore[attr-defined]
+    dest = tmp_path / "d"
+    assert main(["fetch-model", uri, str(dest)]) == EXIT_CORRUPT
+    assert list(dest.iterdir()) == []  # nothing half-written is left
+
+
+def test_fetch_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fetch-model", "--help"])
+    out = capsys.readouterr().out
+    for text in ("3  not found", "4  store unreachable", "5  a version failed verification",
+                 "--version"):
+        assert text in out
+
+
+def test_bad_version_argument(tmp_path: Path) -> None:
+    assert main(["fetch-model", str(tmp_path), str(tmp_path / "d"), "--version", "x"]) == 2

@@ -1,0 +1,106 @@
+"""``corolla serve`` as a real process on an S3 base path (moto): publish under REST load with
+no failed request, status and metrics, then a restart on the warm cache downloads nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from storage_servers import free_port
+
+from corolla.cli import main as corolla_main
+from corolla.demo_model import write_demo_version
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def serve(args: list[str], workdir: Path) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    log = workdir / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corolla", "serve", "--host=127.0.0.1", "--port=0",
+             f"--rest_api_port={port}", *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"not ready:\n{log.read_text()[-3000:]}")
+        yield url, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def metric(url: str, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_s3_publish_under_load_then_warm_restart(store_uri: Callable[[str], str],
+                                                 tmp_path: Path) -> None:
+    uri = store_uri("s3")
+    demo = Path(write_demo_version(str(tmp_path / "src"), 1, 16))
+    assert corolla_main(["push", str(demo), uri]) == 0
+    args = ["--model_name=m", f"--model_base_path={uri}",
+            f"--model_cache_dir={tmp_path / 'cache'}", "--file_system_poll_wait_seconds=0.2"]
+    body = {"instances": [[[[0.5, 0.5, 0.5]] * 16] * 16]}
+    with serve(args, tmp_path) as (url, _log):
+        assert metric(url, "corolla_storage_download_bytes_total") > 0
+        stop, codes = threading.Event(), []
+
+        def load() -> None:
+            with httpx.Client(timeout=10) as c:
+                while not stop.is_set():
+                    codes.append(c.post(f"{url}/v1/models/m:predict", json=body).status_code)
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            assert corolla_main(["push", str(demo), uri]) == 0
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = httpx.get(f"{url}/v1/models/m", timeout=5).json()
+                if [s["version"] for s in status["model_version_status"]] == ["2"]:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(status)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert len(codes) > 10 and set(codes) == {200}
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    # A restart on the same cache: serving again without downloading a byte.
+    with serve(args, tmp_path) as (url, log):
+        assert httpx.post(f"{url}/v1/models/m:predict", json=body, timeout=10).status_code == 200
+        assert metric(url, "corolla_storage_download_bytes_total") == 0
+        assert metric(url, "corolla_model_cache_versions") == 1
+        assert "downloaded and verified" not in log.read_text()
