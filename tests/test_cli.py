@@ -67,7 +67,7 @@ def test_model_config_file(tmp_path: Path) -> None:
         (["--model_config_file=/c", "--model_name=x"], "either --model_config_file"),
         (["--model_config_file=/nonexistent/models.config"], "/nonexistent/models.config"),
         (["--model_name=x", "--model_base_path="], "base_path is empty"),
-        (["--model_name=x", "--model_base_path=s3://b/m"], "only local file systems"),
+        (["--model_name=x", "--model_base_path=hdfs://b/m"], "unsupported scheme hdfs://"),
         (["--batching_parameters_file=/nonexistent/b.txt"], "batching_parameters_file"),
     ],
 )

@@ -71,8 +71,13 @@ def test_resolve_base_path(tmp_path: Path) -> None:
     assert resolve_base_path("file:///models/x") == "/models/x"
     assert resolve_base_path("rel/x", tmp_path) == str(tmp_path / "rel/x")
     assert Path(resolve_base_path("rel")).is_absolute()
-    with pytest.raises(InvalidArgument, match="only local file systems"):
-        resolve_base_path("gs://bucket/models")
+    # Store URIs stay as they are (corolla.storage); other schemes are refused.
+    assert resolve_base_path("gs://bucket/models/") == "gs://bucket/models"
+    assert resolve_base_path("redis://h:6379/0/m") == "redis://h:6379/0/m"
+    with pytest.raises(InvalidArgument, match="unsupported scheme hdfs://"):
+        resolve_base_path("hdfs://namenode/models")
+    with pytest.raises(InvalidArgument, match="no bucket name"):
+        resolve_base_path("s3:///models")
     with pytest.raises(InvalidArgument, match="empty"):  # not the working directory
         resolve_base_path("")
 
