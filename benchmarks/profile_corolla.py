@@ -53,6 +53,7 @@ RULES: list[tuple[str, str]] = [
     ("response encoding (top-k, JSON)", "top_classes (service.py"),
     ("batcher (merge, split, dispatch)", "(batching.py"),
     ("prediction service (lease, validate, gather)", "(service.py"),
+    ("prediction service (lease, validate, gather)", "(runner.py"),
     ("prediction service (lease, validate, gather)", "(serving_map.py"),
     ("socket write (one per response: coalesce.py)", "(coalesce.py"),
     ("Corolla middleware and metrics (observe, limits, metrics)", "(observe.py"),

@@ -17,6 +17,9 @@ from corolla.batching import BatchingOptions
 from corolla.demo_model import LABELS, write_demo_version
 from corolla.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from corolla.repository.manager import Manager
+from corolla.repository.serving_map import LoadedVersion
+from corolla.runner import Slots, VersionRunner
+from corolla.runplan import RunPlan
 from corolla.runtimes.fake import FakeRuntime, FakeServable, write_fake_version
 from corolla.runtimes.onnx import OnnxRuntime
 from corolla.service import ModelSpec, PredictionService, ServiceOptions
@@ -74,6 +77,22 @@ async def make_service(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
 BATCHING = BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000, eager=False)
 
 
+def runner_of(service: PredictionService, name: str) -> VersionRunner:
+    runner = service.manager.serving_map.find(name).runner
+    assert runner is not None
+    return runner
+
+
+def plan_of(loaded: LoadedVersion) -> RunPlan:
+    assert loaded.runner is not None
+    return loaded.runner.plan
+
+
+def slots_of(loaded: LoadedVersion) -> Slots:
+    assert loaded.runner is not None and loaded.runner.slots is not None
+    return loaded.runner.slots
+
+
 def colour_inputs() -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     out: list[dict[str, np.ndarray]] = []
@@ -93,7 +112,7 @@ async def test_results_identical_with_batching_on_and_off(
         outs = await asyncio.gather(*(service.predict(spec, x) for x in colour_inputs()))
         results[name] = [o.outputs["probabilities"] for o in outs]
         if batching is not None:
-            batcher = service.manager.serving_map.find("colors").extras["batcher"]
+            batcher = runner_of(service, "colors").batcher
             assert batcher is not None
     for off, on in zip(results["off"], results["on"], strict=True):
         assert off.shape == on.shape
@@ -195,24 +214,26 @@ async def test_cheap_models_run_inline_with_default_batching(
     event loop; a slow one still goes through its batcher; big requests never run inline."""
     import threading
 
-    from corolla.service import INLINE_MAX_ROWS
+    from corolla.runplan import INLINE_MAX_ROWS
 
     service: PredictionService = await make_service(  # type: ignore[misc]
         BatchingOptions(autotune=True))
     fake = service.manager.serving_map.find("fake")
     slow = service.manager.serving_map.find("slow")
-    assert fake.extras.get("inline_rows") == INLINE_MAX_ROWS
-    assert "inline_rows" not in slow.extras
+    assert plan_of(fake).inline_rows == INLINE_MAX_ROWS
+    assert not plan_of(slow).inline_rows
     # Tuned batch sizes keep a queue of at least QUEUE_MIN_ROWS rows before shedding load.
-    from corolla.service import QUEUE_MIN_ROWS
+    from corolla.runplan import QUEUE_MIN_ROWS
 
     for loaded in (fake, slow):
-        if "batcher" in loaded.extras:
-            opts = loaded.extras["batcher"].options
+        runner = loaded.runner
+        assert runner is not None
+        if runner.batcher is not None:
+            opts = runner.batcher.options
             assert opts.max_enqueued_batches * opts.max_batch_size >= QUEUE_MIN_ROWS
         else:
-            assert loaded.extras["slots"].limit >= QUEUE_MIN_ROWS
-    servable = fake.servable.inner if hasattr(fake.servable, "inner") else fake.servable
+            assert runner.slots is not None and runner.slots.limit >= QUEUE_MIN_ROWS
+    servable = fake.servable
     assert isinstance(servable, FakeServable)
     threads: list[str] = []
     original = servable.predict
@@ -242,7 +263,7 @@ async def test_a_model_that_batching_does_not_help_runs_unbatched_with_a_bounded
     """Autotune finds no saving per row: no batcher, same answers, the queue still sheds load."""
     from corolla.config import ModelConfig
     from corolla.errors import ResourceExhausted
-    from corolla.service import QUEUE_MIN_ROWS, Slots
+    from corolla.runplan import QUEUE_MIN_ROWS
 
     write_fake_version(tmp_path / "flat", 1, cpu_ms_per_row=0.4)
     pools = [ThreadPoolExecutor(2) for _ in range(3)]
@@ -254,8 +275,8 @@ async def test_a_model_that_batching_does_not_help_runs_unbatched_with_a_bounded
         await manager.set_configs([ModelConfig(name="flat", base_path=str(tmp_path / "flat"))])
         await manager.wait_until(manager.all_ready, timeout=20)
         loaded = manager.serving_map.find("flat")
-        assert "batcher" not in loaded.extras
-        slots = loaded.extras["slots"]
+        assert loaded.runner is not None and loaded.runner.batcher is None
+        slots = loaded.runner.slots
         assert isinstance(slots, Slots) and slots.limit >= QUEUE_MIN_ROWS
         x = np.arange(8, dtype=np.float32).reshape(2, 4)
         out = await service.predict(ModelSpec(name="flat"), {"x": x})
@@ -284,7 +305,7 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
 
     from corolla.config import ModelConfig
     from corolla.errors import ResourceExhausted
-    from corolla.service import INLINE_WHOLE_MAX_MS
+    from corolla.runplan import INLINE_WHOLE_MAX_MS
 
     write_demo_version(tmp_path / "colors", 1, size=16)
     write_fake_version(tmp_path / "flat", 1, cpu_ms_per_row=0.4)
@@ -313,9 +334,9 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
             service = await make(batching, True)
             find = service.manager.serving_map.find
             for name in ("colors", "flat"):  # batched or not, on the loop
-                assert find(name).extras.get("inline_whole") is True
-            assert not find("heavy").extras.get("inline_whole")
-            assert not find("slow").extras.get("inline_whole")  # it waits 0.3 s a call
+                assert plan_of(find(name)).decode_on_loop is True
+            assert not plan_of(find("heavy")).decode_on_loop
+            assert not plan_of(find("slow")).decode_on_loop  # it waits 0.3 s a call
 
         # The rest on the unbatched service, where every decision above is fixed.
         service = await make(None, True)
@@ -323,8 +344,7 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
 
         seen: list[str] = []
         for name in ("colors", "heavy"):
-            servable = find(name).servable
-            inner = getattr(servable, "inner", servable)
+            inner = find(name).servable
             original = inner.predict
 
             def recording(*a: object, _orig: object = original, _seen: list[str] = seen,
@@ -358,7 +378,7 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
         # Deadlines: requests queued behind a long job expire, before their inference or
         # before their photo is decoded, and are never run.
         flat = find("flat")
-        inner = getattr(flat.servable, "inner", flat.servable)
+        inner = flat.servable
         assert isinstance(inner, FakeServable)
         one = {"x": np.zeros((1, 4), np.float32)}
         blocker = service.loop_runner.submit(time.sleep, 0.3, urgent=True)  # holds the loop 0.3 s
@@ -377,10 +397,9 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
         await blocker
 
         # The queue bound holds for the whole request, photos still to decode included.
-        from corolla.service import Slots
-
-        find("colors").extras["slots"] = Slots(2)
-        flat.extras["slots"] = Slots(2)
+        colors_slots, flat_slots = Slots(2), Slots(2)
+        runner_of(service, "colors").slots = colors_slots
+        runner_of(service, "flat").slots = flat_slots
         for call in (lambda: service.predict_images(ModelSpec(name="colors"), [photos[1]]),
                      lambda: service.predict(ModelSpec(name="flat"), {"x": x})):
             results = await asyncio.gather(*(call() for _ in range(6)),
@@ -388,7 +407,7 @@ async def test_one_core_processes_run_cheap_unbatched_requests_on_the_event_loop
             assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
             assert not any(isinstance(r, BaseException) and not isinstance(
                 r, ResourceExhausted) for r in results), results
-        assert find("colors").extras["slots"].used == 0 and flat.extras["slots"].used == 0
+        assert colors_slots.used == 0 and flat_slots.used == 0
 
         # A big upload is decoded in a thread, so the loop keeps serving meanwhile.
         decoders: list[str] = []
@@ -426,7 +445,7 @@ async def test_one_core_processes_run_batches_on_the_event_loop(tmp_path: Path) 
     import threading
 
     from corolla.config import ModelConfig
-    from corolla.service import INLINE_WHOLE_MAX_MS
+    from corolla.runplan import INLINE_WHOLE_MAX_MS, Mode
 
     # A fixed cost per call: batching saves CPU. "cheap": 32 rows hold the loop ~6 ms; "dear":
     # 32 rows ~36 ms of CPU, above the bound, so its batches on the loop are smaller.
@@ -452,17 +471,19 @@ async def test_one_core_processes_run_batches_on_the_event_loop(tmp_path: Path) 
     try:
         threaded, inline = await make(False), await make(True)
         for service, on_loop in ((threaded, False), (inline, True)):
-            extras = service.manager.serving_map.find("cheap").extras
-            assert extras.get("inline_whole", False) is on_loop
-            assert (extras["batcher"]._runner is not None) is on_loop
-        dear = inline.manager.serving_map.find("dear").extras
-        tuned = dear["autotune"]
+            plan = plan_of(service.manager.serving_map.find("cheap"))
+            assert plan.decode_on_loop is on_loop
+            assert (plan.mode is Mode.BATCH_ON_LOOP) is on_loop
+        dear = plan_of(inline.manager.serving_map.find("dear"))
+        tuned = dear.tune
+        assert tuned is not None
         size = max(s for s in tuned.cost_per_row_ms if tuned.blocking_ms(s) <= INLINE_WHOLE_MAX_MS)
-        assert 2 <= size < 32 and dear["inline_whole"] is True
-        assert dear["run_rows"] == dear["batcher"].options.max_batch_size == size
+        assert 2 <= size < 32 and dear.decode_on_loop is True
+        assert dear.batching is not None
+        assert dear.rows == dear.batching.max_batch_size == size
 
         loaded = inline.manager.serving_map.find("cheap")
-        inner = getattr(loaded.servable, "inner", loaded.servable)
+        inner = loaded.servable
         assert isinstance(inner, FakeServable)
         threads: list[int] = []
         original = inner.predict
@@ -483,17 +504,17 @@ async def test_one_core_processes_run_batches_on_the_event_loop(tmp_path: Path) 
 
         # The queue bound is taken before a request's photos wait to be decoded on the loop.
         from corolla.errors import ResourceExhausted
-        from corolla.service import Slots
 
-        slots = loaded.extras["slots"]
-        batcher = loaded.extras["batcher"]
+        slots = slots_of(loaded)
+        assert loaded.runner is not None and loaded.runner.batcher is not None
+        batcher = loaded.runner.batcher
         assert slots.limit == batcher.options.max_enqueued_batches * batcher.options.max_batch_size
-        loaded.extras["slots"] = Slots(2)
+        slots.limit = 2
         results = await asyncio.gather(
             *(inline.predict(ModelSpec(name="cheap"), {"x": x}) for x in xs[:6]),
             return_exceptions=True)
         assert sum(isinstance(r, ResourceExhausted) for r in results) == 4, results
-        assert loaded.extras["slots"].used == 0
+        assert slots.used == 0
     finally:
         for m in managers:
             await asyncio.wait_for(m.close(), 10)
@@ -510,7 +531,7 @@ async def test_big_requests_run_in_chunks_of_the_batch_size(
     most that many rows, one after another, and answers as if run whole."""
     service: PredictionService = await make_service(batching)  # type: ignore[misc]
     loaded = service.manager.serving_map.find("fake")
-    servable = loaded.servable.inner if hasattr(loaded.servable, "inner") else loaded.servable
+    servable = loaded.servable
     assert isinstance(servable, FakeServable)
     limit = 4 if batching is not None else 32
     rows = 2 * limit + 3

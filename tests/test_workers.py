@@ -96,8 +96,6 @@ def test_watchdog_counts_silence_from_when_the_main_process_ran_on_time() -> Non
     """A worker silent past the limit is killed, unless the main process itself was just
     paused (the whole process group stopped and resumed): then the worker gets the full limit
     again from the moment the main process noticed."""
-    from types import SimpleNamespace
-
     from corolla.workers import WorkerPool, _Worker
 
     class Proc:
@@ -107,8 +105,13 @@ def test_watchdog_counts_silence_from_when_the_main_process_ran_on_time() -> Non
         def kill(self) -> None:
             self.killed += 1
 
-    server = SimpleNamespace(options=SimpleNamespace(worker_watchdog_seconds=3.0, models=()))
-    pool = WorkerPool(server, 2, 0)  # type: ignore[arg-type]
+    from corolla.options import ServerOptions
+
+    async def never(*args: object) -> None:
+        raise AssertionError("not called")
+
+    pool = WorkerPool(2, options=ServerOptions(worker_watchdog_seconds=3.0), serve=never,
+                      families=list, reload_everywhere=never, port=0)
     now = time.monotonic()
     beat = multiprocessing.Value("d", now - 10, lock=False)
 

@@ -30,7 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,8 +103,11 @@ BatchHook = Callable[[int, list[float]], None]
 
 class Batcher:
     def __init__(self, servable: Servable, options: BatchingOptions,
-                 executor: ThreadPoolExecutor, runner: LoopRunner | None = None) -> None:
+                 executor: Executor, runner: LoopRunner | None = None, *,
+                 observe_run: Callable[[float], None] | None = None) -> None:
         self._servable = servable
+        # Called with the wall seconds of each batch's model run (runtime latency metrics).
+        self._observe_run = observe_run
         self.options = options
         self._executor = executor
         # Batches run on the event loop (one at a time) instead of in the executor's threads:
@@ -231,8 +234,13 @@ class Batcher:
             # In the batch thread: concatenating a batch of images copies megabytes, which
             # must not hold up the event loop.
             inputs, total = self._merge(tasks)
-            return self._servable.predict(inputs, signature=batch.signature,
-                                          output_filter=batch.output_filter), total
+            start = time.perf_counter()
+            try:
+                return self._servable.predict(inputs, signature=batch.signature,
+                                              output_filter=batch.output_filter), total
+            finally:
+                if self._observe_run is not None:
+                    self._observe_run(time.perf_counter() - start)
 
         try:
             if self._runner is not None:

@@ -8,6 +8,7 @@ protobuf's text_format into our copy of TF Serving's proto, so the format is exa
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,11 @@ class ModelConfig:
                 raise InvalidArgument(f"model {self.name!r}: invalid version label {label!r}")
             if version <= 0:
                 raise InvalidArgument(f"model {self.name!r}: label {label!r} -> bad version")
+
+
+# TF Serving's ReloadConfig: serve exactly these models; return once each has settled (or
+# raise the error of one that failed), DEADLINE_EXCEEDED past the timeout (seconds).
+ReloadConfig = Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]
 
 
 def resolve_base_path(base_path: str, relative_to: Path | None = None) -> str:

@@ -1,8 +1,5 @@
 """Calls shared by the gRPC and KServe V2 frontends, over :class:`PredictionService`'s public API.
 
-- :func:`image_rows`: encoded images arrive as string tensors in many shapes (``[N]``, ``[N, 1]``,
-  a scalar); the service takes one image per row, so those become ``[N]`` for inputs that the
-  model declares non-string (the ones the service decodes as images).
 - KServe V2 helpers: a model and version from V2's strings, readiness, available versions,
   metadata, and one inference call that returns what the codecs encode (with Triton's
   classification extension applied to outputs that ask for it).
@@ -18,37 +15,10 @@ from typing import Any
 import numpy as np
 
 from corolla.errors import InvalidArgument, NotFound
-from corolla.model_dir import ModelMetadata, Signature
+from corolla.model_dir import Signature
 from corolla.protocols.kserve_v2 import InferRequest, classification_count, model_config
 from corolla.protocols.kserve_v2_tensors import classification
 from corolla.service import ModelSpec, PredictionService
-
-
-def image_rows(metadata: ModelMetadata, spec: ModelSpec, inputs: dict[str, np.ndarray]
-               ) -> dict[str, np.ndarray]:
-    sig = metadata.signatures.get(spec.signature)
-    if sig is None:
-        return inputs  # the service reports the unknown signature
-    out = dict(inputs)
-    for alias, arr in inputs.items():
-        tspec = sig.inputs.get(alias)
-        if arr.dtype != object or tspec is None or tspec.dtype == "string":
-            continue
-        if arr.ndim == 0:
-            out[alias] = arr.reshape(1)
-        elif arr.ndim >= 2 and all(d == 1 for d in arr.shape[1:]):
-            out[alias] = arr.reshape(arr.shape[0])
-    return out
-
-
-async def predict(service: PredictionService, spec: ModelSpec, inputs: dict[str, np.ndarray],
-                  *, output_filter: tuple[str, ...] = (), deadline: float | None = None
-                  ) -> Any:
-    """service.predict with encoded-image inputs brought to one image per row."""
-    _, metadata = service.metadata(spec)
-    return await service.predict(spec, image_rows(metadata, spec, inputs),
-                                 output_filter=output_filter, deadline=deadline)
-
 
 # ---- KServe V2 ----------------------------------------------------------------------------
 
@@ -119,8 +89,8 @@ async def v2_infer(service: PredictionService, name: str, version: str | None,
     if len(set(wanted)) != len(wanted):
         raise InvalidArgument("an output is requested twice")
     counts = {o.name: classification_count(o) for o in request.outputs}
-    result = await predict(service, spec, request.inputs, output_filter=wanted,
-                           deadline=deadline)
+    result = await service.predict(spec, request.inputs, output_filter=wanted,
+                                   deadline=deadline, image_rows=True)
     order = wanted or tuple(a for a in result.metadata.default_signature.outputs
                             if a in result.outputs) or tuple(result.outputs)
     outputs = dict(result.outputs)

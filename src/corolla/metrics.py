@@ -24,9 +24,8 @@ state on the event loop, where the route that renders them runs.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
@@ -34,6 +33,11 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from corolla.errors import CorollaError
+from corolla.runtimes.base import HasSoloStats
+
+if TYPE_CHECKING:
+    from corolla.repository.serving_map import LoadedVersion
+    from corolla.service import PredictionService
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TF_METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -183,8 +187,7 @@ class Metrics:
         if process:
             ProcessCollector(registry=r)
         # Label children cached by label values: ``labels()`` costs a lock and validation.
-        self._req_children: dict[tuple[str, str, str], Any] = {}
-        self.gather: Callable[[], Awaitable[bytes]] | None = None
+        self._req_children: dict[tuple[str, str, str], Histogram] = {}
 
     # ---- request path (event loop) ---------------------------------------------------------
 
@@ -217,6 +220,15 @@ class Metrics:
     def on_unload(self, name: str, version: int, seconds: float, err: CorollaError | None) -> None:
         self.unload_seconds.labels(name).observe(seconds)
 
+    def runtime_hook(self, model: str, platform: str) -> Callable[[float], None]:
+        """Observes the wall seconds of each model run of a version (its runner calls it)."""
+        child = self.runtime_latency.labels(model, "Predict", platform)
+
+        def hook(seconds: float) -> None:
+            child.observe(seconds * 1e6)
+
+        return hook
+
     def batch_hook(self, model: str) -> Callable[[int, list[float]], None]:
         """A ``Batcher.on_batch`` hook: batch size and each request's queueing time."""
         queue = self.queuing_latency.labels(model)
@@ -236,42 +248,22 @@ class Metrics:
     def families(self) -> list[Family]:
         return families(self.registry)
 
-    async def scrape(self) -> bytes:
-        """What the metrics endpoint answers: this process's metrics, or with REST workers
-        every process's merged (``gather``, installed by corolla.workers)."""
-        if self.gather is not None:
-            return await self.gather()
-        return self.render()
-
     # ---- wiring ----------------------------------------------------------------------------
 
-    def instrument(self, service: Any) -> None:
-        """Install the manager hooks and the scrape-time gauges of a PredictionService."""
+    def instrument(self, service: PredictionService) -> None:
+        """Install the manager's load/unload hooks and the scrape-time gauges of a
+        PredictionService. (A version's runtime and batch observers: corolla.server.)"""
         manager = service.manager
         manager.on_load.append(self.on_load)
         manager.on_unload.append(self.on_unload)
-
-        def wrap(loaded: Any) -> None:  # before the batcher captures the servable
-            loaded.servable = TimedServable(
-                loaded.servable,
-                self.runtime_latency.labels(loaded.name, "Predict", loaded.platform),
-            )
-
-        def hook_batcher(loaded: Any) -> None:  # after the batcher exists
-            batcher = loaded.extras.get("batcher")
-            if batcher is not None and hasattr(batcher, "on_batch"):
-                batcher.on_batch.append(self.batch_hook(loaded.name))
-
-        manager.prepare.insert(0, wrap)
-        manager.prepare.append(hook_batcher)
         self.add_source(lambda: _model_gauges(service))
 
 
-def _add_solo_stats(solo_runs: Metric, alone_ms: Metric, name: str, loaded: Any) -> None:
+def _add_solo_stats(solo_runs: Metric, alone_ms: Metric, name: str,
+                    loaded: LoadedVersion) -> None:
     """A version's solo-session samples (runtimes/onnx.py), where it has a solo session."""
-    inner = getattr(loaded.servable, "inner", loaded.servable)
-    stats_of = getattr(inner, "solo_stats", None)
-    stats = stats_of() if callable(stats_of) else None
+    servable = loaded.servable
+    stats = servable.solo_stats() if isinstance(servable, HasSoloStats) else None
     if not stats:
         return
     labels = {"model_name": name, "version": str(loaded.version)}
@@ -283,7 +275,7 @@ def _add_solo_stats(solo_runs: Metric, alone_ms: Metric, name: str, loaded: Any)
                                 value)
 
 
-def _model_gauges(service: Any) -> Iterable[Metric]:
+def _model_gauges(service: PredictionService) -> Iterable[Metric]:
     manager = service.manager
     versions = Metric("corolla_model_versions", "Model versions by state.", "gauge")
     ready = Metric(
@@ -323,8 +315,7 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
         entry = manager.serving_map.models.get(name)
         total = 0
         for loaded in entry.versions.values() if entry is not None else ():
-            batcher = loaded.extras.get("batcher") or loaded.extras.get("slots")
-            total += getattr(batcher, "queue_depth", 0)
+            total += loaded.runner.queue_depth if loaded.runner is not None else 0
             _add_solo_stats(solo_runs, alone_ms, name, loaded)
         depth.add_sample("corolla_batch_queue_depth", {"model_name": name}, total)
     server = Metric(
@@ -336,42 +327,6 @@ def _model_gauges(service: Any) -> Iterable[Metric]:
     draining = Metric("corolla_server_draining", "1 once shutdown has begun.", "gauge")
     draining.add_sample("corolla_server_draining", {}, 1 if service.draining else 0)
     return [versions, ready, depth, solo_runs, alone_ms, server, draining]
-
-
-class TimedServable:
-    """Wraps a servable so that each ``predict`` records ``runtime_latency``.
-
-    Everything else is delegated; ``inner`` is the wrapped servable (warmup uses it directly so
-    that its runs do not count as traffic).
-    """
-
-    def __init__(self, inner: Any, histogram: Any) -> None:
-        self.inner = inner
-        self.metadata = inner.metadata
-        self._hist = histogram
-
-    def predict(
-        self,
-        inputs: Any,
-        *,
-        signature: str = "serving_default",
-        output_filter: tuple[str, ...] = (),
-    ) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.inner.predict(inputs, signature=signature, output_filter=output_filter)
-        finally:
-            self._hist.observe((time.perf_counter() - start) * 1e6)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def unwrap(servable: Any) -> Any:
-    return servable.inner if isinstance(servable, TimedServable) else servable
 
 
 def _escape(value: str) -> str:

@@ -15,18 +15,17 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client.metrics_core import Metric
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from corolla.auth import KeyStore
-from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig, load_model_config_file
 from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
@@ -34,81 +33,29 @@ from corolla.http.app import build_app
 from corolla.http.coalesce import flush_due
 from corolla.http.fastpath import FastInference
 from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
-from corolla.http.limits import HttpLimits, LimitsMiddleware, guarded_protocol
+from corolla.http.kserve_v2 import KServeV2Rest
+from corolla.http.limits import LimitsMiddleware, guarded_protocol
 from corolla.http.observe import ObserveMiddleware
 from corolla.http.tfserving import TfServingRest
-from corolla.images import ImageLimits
 from corolla.logging_setup import ModelEvents
 from corolla.metrics import Metrics
-from corolla.repository.manager import Manager, ManagerOptions
+from corolla.options import ServerOptions, default_cache_dir
+from corolla.repository.manager import Manager
+from corolla.repository.serving_map import LoadedVersion
+from corolla.runner import RunHooks
 from corolla.runtimes.base import Activity, Runtime
-from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
-from corolla.runtimes.tensorflow import TensorflowOptions, TensorflowRuntime
-from corolla.service import MAX_DECODED_IMAGE_BYTES, PredictionService, ServiceOptions
-from corolla.tls import TlsFiles
-from corolla.warmup import WarmupOptions, warmup_hook
-from corolla.workers import START_TIMEOUT, WorkerLink, WorkerPool
+from corolla.runtimes.onnx import OnnxRuntime
+from corolla.runtimes.tensorflow import TensorflowRuntime
+from corolla.service import PredictionService, ServiceOptions
+from corolla.warmup import warmup_hook
+from corolla.workers import START_TIMEOUT, WorkerControl, WorkerLink, WorkerPool
+
+if TYPE_CHECKING:
+    import grpc
+
+__all__ = ["CorollaServer", "ListenError", "ServerOptions", "serve", "serve_worker"]
 
 log = logging.getLogger("corolla.server")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerOptions:
-    host: str = "0.0.0.0"
-    rest_api_port: int = 8501
-    grpc_port: int = 8500
-    models: tuple[ModelConfig, ...] = ()
-    model_config_file: str | None = None
-    model_config_file_poll_wait_seconds: float = 0.0
-    file_system_poll_wait_seconds: float = 1.0
-    rest_api_timeout_in_ms: int = 30000
-    rest_api_enable_cors_support: bool = False
-    cors_allowed_origins: tuple[str, ...] = ()
-    batching: BatchingOptions | None = field(default_factory=BatchingOptions)
-    onnx: OnnxOptions = field(default_factory=OnnxOptions)
-    tensorflow: TensorflowOptions = field(default_factory=TensorflowOptions)
-    manager: ManagerOptions = field(default_factory=ManagerOptions)
-    image_limits: ImageLimits = field(default_factory=ImageLimits)
-    # Model input that one request's encoded images may decode to (corolla.service).
-    max_decoded_image_bytes: int = MAX_DECODED_IMAGE_BYTES
-    decode_threads: int = 0  # 0: one per core
-    grpc_max_message_bytes: int = 64 * 1024 * 1024
-    shutdown_grace_seconds: float = 0.0
-    drain_timeout_seconds: float = 30.0
-    access_log: bool = False
-    enable_fake_runtime: bool = False  # tests only
-    # Operations and security (docs/operations.md).
-    metrics_paths: tuple[str, ...] = ("/metrics",)  # () turns the metrics endpoint off
-    http_limits: HttpLimits = field(default_factory=HttpLimits)
-    auth_keys_file: str | None = None
-    auth_keys: tuple[str, ...] = ()  # keys for every model (from the environment)
-    auth_open_health: bool = True
-    auth_open_metrics: bool = False
-    auth_reload_seconds: float = 2.0
-    rest_tls: TlsFiles | None = None
-    grpc_tls: TlsFiles | None = None
-    warmup: WarmupOptions = field(default_factory=WarmupOptions)
-    allowed_model_roots: tuple[str, ...] = ()
-    # Remote base paths (corolla.storage): verified copies are kept here, bounded (0: no bound).
-    model_cache_dir: str = ""
-    model_cache_max_bytes: int = 0
-    runtimes_extra: tuple[Any, ...] = ()
-    # Processes serving the REST API on one port (corolla.workers); 1: this process only.
-    rest_workers: int = 1
-    # A worker whose event loop has not run for this long is killed and restarted; 0: never.
-    worker_watchdog_seconds: float = 30.0
-    # Whole requests of cheap unbatched models on the event loop (corolla.service).
-    inline_requests: bool = False
-    log_level: str = "INFO"  # for the REST worker processes' logging
-    log_format: str = "text"
-
-
-def default_cache_dir() -> str:
-    """Where remote versions are cached without --model_cache_dir."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "corolla", "models")
 
 
 class ListenError(Exception):
@@ -170,7 +117,7 @@ def _runtimes(options: ServerOptions, activity: Activity) -> list[Runtime]:
 
 class CorollaServer:
     def __init__(self, options: ServerOptions, *, worker: WorkerLink | None = None) -> None:
-        """``worker``: this process is a REST worker of another (corolla.workers)."""
+        """``worker``: this process is a worker of another (corolla.workers)."""
         self.options = options
         self.worker = worker
         self.pool: WorkerPool | None = None
@@ -187,6 +134,7 @@ class CorollaServer:
                                       options.model_cache_max_bytes)
         self.manager = Manager(runtimes=_runtimes(options, activity), executor=self.load_pool,
                                options=options.manager, source_factory=self.sources)
+        self.metrics = Metrics()
         self.service = PredictionService(
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
@@ -194,46 +142,73 @@ class CorollaServer:
                                    max_decoded_image_bytes=options.max_decoded_image_bytes,
                                    inline_requests=options.inline_requests),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
-            activity=activity)
+            activity=activity, run_hooks=self._run_hooks,
+            warmup=warmup_hook(options.warmup, self.metrics))
         # Answers held for the end of a loop iteration leave before a job holds the loop.
         self.service.loop_runner.before_job = flush_due
-        self.metrics = Metrics()
         self.metrics.instrument(self.service)
         self.metrics.add_source(self.sources.stats.collect)
-        if worker is not None:
-            self.metrics.gather = worker.gather_metrics
-            self.service.reload_via = worker.reload_config
         self._v1_rest = TfServingRest(self.service)
-        self._v2_rest: Any = None
-        with contextlib.suppress(ImportError):
-            from corolla.http.kserve_v2 import KServeV2Rest
-
-            self._v2_rest = KServeV2Rest(self.service)
+        self._v2_rest = KServeV2Rest(self.service)
         events = ModelEvents()
         self.manager.on_load.append(events.on_load)
         self.manager.on_unload.append(events.on_unload)
-        self.manager.prepare.append(
-            self.service.in_background(warmup_hook(options.warmup, self.metrics)))
         self.keys: KeyStore | None = None
         if options.auth_keys_file or options.auth_keys:
             self.keys = KeyStore(path=options.auth_keys_file, static=options.auth_keys)
         self.draining = False
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._uvicorn: _Uvicorn | None = None
-        self._grpc: Any = None
+        self._grpc: grpc.aio.Server | None = None
         self.rest_port = options.rest_api_port
         self.grpc_port = options.grpc_port
+
+    def _run_hooks(self, loaded: LoadedVersion) -> RunHooks:
+        """A loading version's traffic observers: runtime latency, batch sizes and queueing."""
+        return RunHooks(runtime=self.metrics.runtime_hook(loaded.name, loaded.platform),
+                        batch=self.metrics.batch_hook(loaded.name))
+
+    # ---- what spans this server's processes ------------------------------------------------
+
+    async def reload_config(self, configs: Sequence[ModelConfig], timeout: float | None
+                            ) -> None:
+        """TF Serving's ReloadConfig for the whole server: in a worker, the main process
+        carries it out; in the main process, this process and every worker apply it, and it
+        returns once all have (or raises the first error)."""
+        if self.worker is not None:
+            await self.worker.reload_config(configs, timeout)
+            return
+        others = ([asyncio.ensure_future(self.pool.reload_config(configs, timeout))]
+                  if self.pool is not None else [])
+        try:
+            await self.service.reload_config(configs, timeout=timeout)
+        finally:
+            results = await asyncio.gather(*others, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def reload_config_here(self, configs: Sequence[ModelConfig], timeout: float | None
+                                 ) -> None:
+        """ReloadConfig in this process only (the main process asks each worker)."""
+        await self.service.reload_config(configs, timeout=timeout)
+
+    async def scrape(self) -> bytes:
+        """What the metrics endpoint answers: this process's metrics, or with workers every
+        process's, merged by the main process."""
+        if self.worker is not None:
+            return await self.worker.gather_metrics()
+        if self.pool is not None:
+            return await self.pool.gather_metrics()
+        return self.metrics.render()
 
     # ---- construction of the frontends ---------------------------------------------------
 
     def rest_routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = []
-        if self._v2_rest is not None:
-            routes.extend(self._v2_rest.routes())
-        routes.extend(self._v1_rest.routes())
+        routes: list[BaseRoute] = [*self._v2_rest.routes(), *self._v1_rest.routes()]
         routes.extend(health_routes(self.service, skip=route_paths(routes)))
-        routes.extend(metrics_routes(self.metrics, self.options.metrics_paths))
+        routes.extend(metrics_routes(self.scrape, self.options.metrics_paths))
         return routes
 
     def open_paths(self) -> frozenset[str]:
@@ -245,12 +220,11 @@ class CorollaServer:
             paths.update(self.options.metrics_paths)
         return frozenset(paths)
 
-    def rest_app(self) -> Any:
+    def rest_app(self) -> ASGIApp:
         """Starlette app wrapped (outermost first) in observe -> limits -> CORS -> auth."""
         opts = self.options
-        app: Any = FastInference(
-            build_app(self.rest_routes()), v1=self._v1_rest.handle,
-            v2_infer=self._v2_rest.infer if self._v2_rest is not None else None)
+        app: ASGIApp = FastInference(
+            build_app(self.rest_routes()), v1=self._v1_rest.handle, v2_infer=self._v2_rest.infer)
         if self.keys is not None:
             from corolla.http.auth import AuthMiddleware
 
@@ -268,7 +242,7 @@ class CorollaServer:
                                  draining=lambda: self.service.draining,
                                  access_log_enabled=opts.access_log)
 
-    def _grpc_server(self) -> Any:
+    def _grpc_server(self) -> grpc.aio.Server | None:
         try:
             from corolla.grpc.server import build_grpc_server
         except ImportError:
@@ -282,7 +256,7 @@ class CorollaServer:
                              .max_concurrent_requests,
                              health_open=self.options.auth_open_health,
                              access_log=self.options.access_log)
-        return build_grpc_server(self.service,
+        return build_grpc_server(self.service, reload_config=self.reload_config,
                                  max_message_bytes=self.options.grpc_max_message_bytes,
                                  interceptors=[ops],
                                  options=[("grpc.so_reuseport", 1 if self.shares_ports else 0)])
@@ -316,7 +290,7 @@ class CorollaServer:
         except RuntimeError as exc:  # grpcio's "Failed to bind to address"
             raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
                               "is in use or not allowed") from exc
-        await self._grpc.start()
+        await server.start()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -326,7 +300,7 @@ class CorollaServer:
     async def start(self) -> None:
         opts = self.options
         if self.worker is not None:
-            # A REST worker listens only once its models have settled: the kernel hands new
+            # A worker listens only once its models have settled: the kernel hands new
             # connections to every listening process, and none should land on one that is
             # still loading.
             await self.manager.set_configs(list(opts.models))
@@ -385,10 +359,10 @@ class CorollaServer:
                  f" ({opts.rest_workers} processes)" if opts.rest_workers > 1 else "",
                  self.grpc_port, " (TLS)" if opts.grpc_tls else "")
         if opts.rest_workers > 1:
-            self.pool = WorkerPool(self, opts.rest_workers, self.rest_port,
-                                   self.grpc_port if self._grpc is not None else -1)
-            self.metrics.gather = self.pool.gather_metrics
-            self.service.reload_listeners.append(self.pool.reload_config)
+            self.pool = WorkerPool(
+                opts.rest_workers, options=opts, serve=serve_worker,
+                families=self.metrics.families, reload_everywhere=self.reload_config,
+                port=self.rest_port, grpc_port=self.grpc_port if self._grpc is not None else -1)
             self.metrics.add_source(self._workers_gauge)
             await self.pool.start()
         await self.manager.set_configs(list(opts.models))
@@ -477,3 +451,16 @@ async def serve(options: ServerOptions) -> int:
     await server.start()
     await server.wait_stopped()
     return 0
+
+
+async def serve_worker(options: ServerOptions, link: WorkerLink) -> None:
+    """A worker process's server (corolla.workers spawns the process and calls this)."""
+    server = CorollaServer(options, worker=link)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    link.serve(WorkerControl(families=server.metrics.families,
+                             set_configs=server.manager.set_configs,
+                             reload_here=server.reload_config_here,
+                             stop=server.request_stop), loop)
+    await server.start()
+    await server.wait_stopped()

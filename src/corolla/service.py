@@ -1,10 +1,11 @@
 """The prediction service: the one core that every protocol frontend calls.
 
-lookup + lease -> validate -> decode images (worker threads) -> batcher or direct run (worker
-threads) -> postprocess. REST v1, KServe V2 and both gRPC APIs are thin translators over this
-class: they turn wire formats into :data:`Tensors` (numeric numpy arrays, or object arrays of
-``bytes`` for strings and encoded images) and back. Errors are :class:`CorollaError`.
-Every coroutine here runs on the event loop; nothing blocking runs on it.
+lookup + lease -> validate -> decode images (worker threads, or the event loop where the
+version's plan says so) -> the version's runner (corolla.runner: batcher, inference threads or
+the event loop, composed at load) -> postprocess. REST v1, KServe V2 and both gRPC APIs are
+thin translators over this class: they turn wire formats into :data:`Tensors` (numeric numpy
+arrays, or object arrays of ``bytes`` for strings and encoded images) and back. Errors are
+:class:`CorollaError`. Every coroutine here runs on the event loop; nothing blocking runs on it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from corolla.autotune import TuneResult, tune_max_batch_size
-from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
+from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig
 from corolla.errors import (
     CorollaError,
@@ -28,21 +28,21 @@ from corolla.errors import (
     FailedPrecondition,
     Internal,
     InvalidArgument,
-    ResourceExhausted,
+    NotFound,
 )
 from corolla.images import ImageLimits, preprocess_image
 from corolla.looprunner import LoopRunner
 from corolla.model_dir import ImagePreprocessing, ModelMetadata, Signature
-from corolla.repository.manager import Manager, VersionStatus
+from corolla.repository.manager import Manager, PrepareHook, VersionStatus
 from corolla.repository.policy import State
 from corolla.repository.serving_map import LoadedVersion
+from corolla.runner import RunHooks, VersionRunner, compose_runner
 from corolla.runtimes.base import Activity
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
 
 log = logging.getLogger("corolla.service")
 
 DEFAULT_SIGNATURE = "serving_default"
-PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,31 +75,9 @@ class ClassifyResult:
     classes: list[list[tuple[str, float]]]
 
 
-# A model whose inference at batch 1 costs at most this much CPU (measured at load, with the
-# default batching parameters) runs inline on the event loop for requests of up to
-# INLINE_MAX_ROWS rows: the hand-off to an inference thread and the batcher would cost the loop
-# more than the model itself (benchmarks/PROFILE.md, tiny model).
-INLINE_MAX_MS = 0.05
-INLINE_MAX_ROWS = 64
-# A process that has one core (the cores divided by ``--rest_workers`` is 1, or one CPU)
-# gains nothing from decoding and inferring in threads: there is no other core for them, and
-# every hand-off costs the loop and the GIL. There an unbatched model whose inference at batch 1
-# costs at most this much runs each whole request (image decoding included) on the event loop,
-# one request after another (corolla.looprunner), and a batched model whose batch costs at most
-# this much decodes its photos there and runs its batches there (the batch size lowered to fit;
-# Batcher's ``runner``). Measured with two processes on 2 cores, raw uploads at concurrency 32,
-# against the same processes with threads: flowers (unbatched) +1.7%, within the noise
-# (benchmarks/results/2026-11-27-inline-flowers.md); the tutorial CNN in batches on the loop
-# +26% photos/s, 2.55 instead of 3.17 CPU ms per photo (2026-11-27-cnn-loop-batches.md). The
-# bound keeps the loop's pauses short: a request (or a health probe) waits behind at most the
-# requests already in the process.
-INLINE_WHOLE_MAX_MS = 25.0
 # Uploads bigger than this are decoded in a thread even then: a 12-megapixel JPEG takes tens of
 # milliseconds to decode, which the loop should not spend away from its sockets.
 INLINE_DECODE_MAX_BYTES = 1 << 20
-# With tuned (small) batch sizes the queue still holds at least this many rows before it sheds
-# load: 64 batches of 1 photo would refuse requests at concurrency 64.
-QUEUE_MIN_ROWS = 256
 # Encoded images in one request may decode to at most this much model input by default
 # (--max_decoded_image_mib).
 MAX_DECODED_IMAGE_BYTES = 256 * 1024 * 1024
@@ -121,8 +99,12 @@ class ServiceOptions:
 
 class PredictionService:
     def __init__(self, manager: Manager, *, options: ServiceOptions,
-                 decode_executor: ThreadPoolExecutor, infer_executor: ThreadPoolExecutor,
-                 activity: Activity | None = None) -> None:
+                 decode_executor: Executor, infer_executor: Executor,
+                 activity: Activity | None = None,
+                 run_hooks: Callable[[LoadedVersion], RunHooks] | None = None,
+                 warmup: PrepareHook | None = None) -> None:
+        """``run_hooks``: the observers of a version's traffic (the server's metrics);
+        ``warmup``: run on each version after its runner is composed, before AVAILABLE."""
         self.manager = manager
         self.options = options
         # Requests in flight and load-time measurements, shared with the runtimes: a request
@@ -130,18 +112,14 @@ class PredictionService:
         self.activity = activity or Activity()
         self._decode = decode_executor
         self._infer = infer_executor
+        self._run_hooks = run_hooks
+        self._warmup = warmup
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
-        # Decoding and inference on the event loop, for versions marked "inline_whole".
+        # Decoding and inference on the event loop, for plans that run there (corolla.runplan).
         self.loop_runner = LoopRunner()
-        # Other processes serving the same models (workers): ReloadConfig reaches them too.
-        self.reload_listeners: list[
-            Callable[[Sequence[ModelConfig], float | None], Awaitable[None]]] = []
-        # In a worker process: ReloadConfig goes to the main process, which applies it
-        # everywhere (this process included, through reload_config_here).
-        self.reload_via: Callable[[Sequence[ModelConfig], float | None],
-                                  Awaitable[None]] | None = None
-        manager.prepare.append(self.in_background(self._attach_batcher))
+        # The one load-time hook: every version gets its runner, then its warmup.
+        manager.prepare.append(self.in_background(self._prepare_version))
 
     def in_background(self, hook: Callable[[LoadedVersion], None]
                       ) -> Callable[[LoadedVersion], None]:
@@ -154,6 +132,17 @@ class PredictionService:
 
         return run
 
+    def _prepare_version(self, loaded: LoadedVersion) -> None:
+        """Compose a loading version's runner, then warm it up (a loader thread)."""
+        loaded.runner = compose_runner(
+            loaded.servable, loaded.path, batching=self.options.batching,
+            inline_requests=self.options.inline_requests, executor=self._infer,
+            loop_runner=self.loop_runner,
+            hooks=self._run_hooks(loaded) if self._run_hooks is not None else None,
+            name=loaded.name, version=loaded.version)
+        if self._warmup is not None:
+            self._warmup(loaded)
+
     def ready(self) -> bool:
         """Server readiness: not draining and every configured model has a version AVAILABLE."""
         return not self.draining and self.manager.all_ready()
@@ -161,127 +150,13 @@ class PredictionService:
     def model_ready(self, name: str) -> bool:
         return not self.draining and self.manager.model_ready(name)
 
-    # ---- lifecycle hooks ---------------------------------------------------------------
-
-    def _attach_batcher(self, loaded: LoadedVersion) -> None:
-        """Give a loading version its batcher (runs in a loader thread, before AVAILABLE).
-
-        As with TF Serving's --enable_per_model_batching_parameters, a version directory may
-        hold its own ``batching_params.pbtxt``; it applies when batching is enabled.
-        """
-        # Requests with more rows than this run as several model runs of at most this many
-        # rows, one after another (see _run_in_chunks); replaced below by the batch size that
-        # batching uses for this version.
-        loaded.extras["run_rows"] = BatchingOptions().max_batch_size
-        if self.options.batching is None:
-            self._inline_whole(loaded, None)
-            return
-        options = self.options.batching
-        runner: LoopRunner | None = None  # batches run in threads unless set below
-        per_model = loaded.path / PER_MODEL_BATCHING_FILE
-        if per_model.is_file():
-            options = parse_batching_parameters(per_model.read_text(encoding="utf-8"))
-        elif options.autotune:
-            inner = getattr(loaded.servable, "inner", loaded.servable)  # not the metrics wrapper
-            tuned = tune_max_batch_size(inner, limit=options.max_batch_size)
-            if tuned is not None:
-                log.info("model %s version %d: max_batch_size %d (CPU ms per row by batch "
-                         "size: %s)", loaded.name, loaded.version, tuned.max_batch_size,
-                         {k: round(v, 3) for k, v in tuned.cost_per_row_ms.items()})
-                size = tuned.max_batch_size
-                options = _with_batch_size(options, size)
-                loaded.extras["autotune"] = tuned
-                call_ms = tuned.blocking_ms(1)
-                if call_ms is not None and call_ms <= INLINE_MAX_MS:
-                    log.info("model %s version %d runs inline on the event loop (%.3f ms per "
-                             "call)", loaded.name, loaded.version, call_ms)
-                    loaded.extras["inline_rows"] = INLINE_MAX_ROWS
-                    self._inline_whole(loaded, tuned)  # its photos are decoded inline too
-                if size == 1:
-                    loaded.extras["run_rows"] = 1
-                    # Batches of one would only add the batcher's hand-offs (measured: 5-10%
-                    # fewer photos/s). Requests run as they come, in the inference threads, with
-                    # the same bounded queue (429 when full) and deadlines.
-                    log.info("model %s version %d runs unbatched: batching does not save CPU "
-                             "here", loaded.name, loaded.version)
-                    loaded.extras["slots"] = Slots(options.max_enqueued_batches)
-                    self._inline_whole(loaded, tuned)
-                    return
-                inline = self._inline_batch_size(tuned, size)
-                if inline and "inline_rows" not in loaded.extras:
-                    log.info("model %s version %d: whole requests run on the event loop, "
-                             "photos decoded one by one and run in batches of up to %d (one "
-                             "core per process; %.1f ms per batch)", loaded.name,
-                             loaded.version, inline, tuned.blocking_ms(inline) or 0.0)
-                    options = _with_batch_size(options, inline)
-                    runner = self.loop_runner
-                    loaded.extras["inline_whole"] = True
-                    # Photos wait to be decoded on the loop before their request reaches the
-                    # batcher's queue bound: requests take a place before that (predict), as
-                    # many as the batcher's queue holds, so overload answers 429 at once.
-                    loaded.extras["slots"] = Slots(options.max_enqueued_batches * inline)
-        loaded.extras["run_rows"] = options.max_batch_size
-        loaded.extras["batcher"] = Batcher(loaded.servable, options, self._infer, runner=runner)
-
-    def _inline_batch_size(self, tuned: TuneResult, size: int) -> int:
-        """Where a process has one core: the largest measured batch size up to ``size`` whose
-        run holds the loop at most INLINE_WHOLE_MAX_MS, or 0 to run batches in threads."""
-        if not self.options.inline_requests:
-            return 0
-        fits = [s for s in tuned.cost_per_row_ms
-                if s <= size and (ms := tuned.blocking_ms(s)) is not None
-                and ms <= INLINE_WHOLE_MAX_MS]
-        best = max(fits, default=0)
-        return best if best >= 2 else 0
-
-    def _inline_whole(self, loaded: LoadedVersion, tuned: TuneResult | None) -> None:
-        """Mark a version (unbatched, or cheap enough to infer inline) to decode and infer on
-        the event loop (``loop_runner``), where the options allow it and its inference at
-        batch 1 is cheap enough (measured here unless the batch-size tuning already did)."""
-        if not self.options.inline_requests or "inline_whole" in loaded.extras:
-            return  # off, or already decided for this version
-        if tuned is None:
-            inner = getattr(loaded.servable, "inner", loaded.servable)
-            tuned = tune_max_batch_size(inner, limit=1)
-        cost = None if tuned is None else tuned.blocking_ms(1)
-        if cost is None:  # the signature cannot be timed (strings, unknown sizes)
-            return
-        if cost <= INLINE_WHOLE_MAX_MS:
-            log.info("model %s version %d: whole requests run on the event loop (one core "
-                     "per process; %.2f ms per inference)", loaded.name, loaded.version, cost)
-            loaded.extras["inline_whole"] = True
-        else:
-            loaded.extras["inline_whole"] = False
-            log.info("model %s version %d: inference in a thread (%.1f ms per inference is "
-                     "above the %.0f ms run inline)", loaded.name, loaded.version, cost,
-                     INLINE_WHOLE_MAX_MS)
-
     async def reload_config(self, configs: Sequence[ModelConfig], *,
                             timeout: float | None = None) -> None:
-        """TF Serving's ReloadConfig: serve exactly ``configs``; return once every model's
-        aspired versions are AVAILABLE, or raise the error of one that failed to load (or of
-        a base path that cannot be read); DEADLINE_EXCEEDED past ``timeout``."""
-        if self.reload_via is not None:
-            await self.reload_via(configs, timeout)
-            return
-        await self.reload_config_here(configs, timeout=timeout)
-
-    async def reload_config_here(self, configs: Sequence[ModelConfig], *,
-                                 timeout: float | None = None) -> None:
-        """reload_config in this process (and its reload_listeners), never forwarded."""
+        """TF Serving's ReloadConfig in this process: serve exactly ``configs``; return once
+        every model's aspired versions are AVAILABLE, or raise the error of one that failed to
+        load (or of a base path that cannot be read); DEADLINE_EXCEEDED past ``timeout``.
+        (Other processes of the server: corolla.server's wiring.)"""
         await self.manager.set_configs(configs)
-        others = [asyncio.ensure_future(f(configs, timeout)) for f in self.reload_listeners]
-        try:
-            await self._settled(configs, timeout)
-        finally:
-            results = await asyncio.gather(*others, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _settled(self, configs: Sequence[ModelConfig], timeout: float | None) -> None:
-        from corolla.errors import DeadlineExceeded, NotFound
-
         names = [c.name for c in configs]
         try:
             await self.manager.wait_until(
@@ -304,8 +179,6 @@ class PredictionService:
 
     def statuses(self, name: str, version: int | None = None, label: str | None = None
                  ) -> list[VersionStatus]:
-        from corolla.errors import NotFound
-
         if version is not None and label is not None:
             raise InvalidArgument("Both version and version_label are set; use at most one")
         if not self.manager.has_model(name):
@@ -335,10 +208,17 @@ class PredictionService:
         for a version that runs requests as they come, the configured (or default) batching
         max_batch_size. Requests may carry any number of rows either way."""
         loaded = self.manager.serving_map.find(spec.name, spec.version, spec.label)
-        batcher = loaded.extras.get("batcher")
-        if isinstance(batcher, Batcher):
-            return batcher.options.max_batch_size
+        plan = self._runner(loaded).plan
+        if plan.batching is not None:
+            return plan.batching.max_batch_size
         return (self.options.batching or BatchingOptions()).max_batch_size
+
+    @staticmethod
+    def _runner(loaded: LoadedVersion) -> VersionRunner:
+        runner = loaded.runner
+        if runner is None:  # every version gets one before it is published
+            raise Internal(f"model {loaded.name} version {loaded.version} has no runner")
+        return runner
 
     # ---- prediction ----------------------------------------------------------------------
 
@@ -346,34 +226,38 @@ class PredictionService:
         return time.monotonic() + (timeout if timeout is not None else self.options.default_timeout)
 
     async def predict(self, spec: ModelSpec, inputs: dict[str, np.ndarray], *,
-                      output_filter: Sequence[str] = (), deadline: float | None = None
-                      ) -> PredictResult:
+                      output_filter: Sequence[str] = (), deadline: float | None = None,
+                      image_rows: bool = False) -> PredictResult:
+        """``image_rows``: encoded images may come in any shape with one image per row
+        (``[N]``, ``[N, 1]``, a scalar), as gRPC and KServe V2 carry them; REST's JSON must be
+        one image per row already."""
         deadline = deadline if deadline is not None else self.deadline(None)
         self.activity.requests += 1
         try:
-            return await self._predict(spec, inputs, output_filter, deadline)
+            return await self._predict(spec, inputs, output_filter, deadline, image_rows)
         finally:
             self.activity.requests -= 1
 
     async def _predict(self, spec: ModelSpec, inputs: dict[str, np.ndarray],
-                       output_filter: Sequence[str], deadline: float) -> PredictResult:
+                       output_filter: Sequence[str], deadline: float, image_rows: bool
+                       ) -> PredictResult:
         with self.lease(spec) as loaded:
+            runner = self._runner(loaded)
             sig = self._signature(loaded, spec)
             filt = self._output_filter(sig, spec, output_filter)
-            # A request run on the event loop holds its queue slot from before its photos are
-            # decoded: its whole backlog waits in the loop's queue, not only the inference.
-            held = None
-            slots = loaded.extras.get("slots")
-            if loaded.extras.get("inline_whole") and isinstance(slots, Slots):
-                slots.acquire()
-                held = slots
+            if image_rows:
+                inputs = one_image_per_row(sig, inputs)
+            admitted = runner.admit_early()
             try:
-                prepared = await self._prepare_inputs(loaded, sig, spec, inputs, deadline)
-                outputs = await self._run_in_chunks(loaded, sig, spec.signature, prepared, filt,
-                                                    deadline, slot_held=held is not None)
+                prepared = await self._prepare_inputs(loaded, sig, spec, inputs, deadline,
+                                                      runner)
+                outputs = await runner.run(prepared, signature=spec.signature,
+                                           output_filter=filt, deadline=deadline,
+                                           splittable=_splittable(sig, prepared, filt),
+                                           admitted=admitted)
             finally:
-                if held is not None:
-                    held.release()
+                if admitted:
+                    runner.leave()
             return PredictResult(name=spec.name, version=loaded.version,
                                  signature_name=spec.signature, outputs=outputs,
                                  metadata=loaded.metadata)
@@ -392,9 +276,9 @@ class PredictionService:
         return await self.predict(spec, {pre.input: arr}, deadline=deadline)
 
     async def classify(self, spec: ModelSpec, inputs: dict[str, np.ndarray], *,
-                       top_k: int | None = None, deadline: float | None = None
-                       ) -> ClassifyResult:
-        result = await self.predict(spec, inputs, deadline=deadline)
+                       top_k: int | None = None, deadline: float | None = None,
+                       image_rows: bool = False) -> ClassifyResult:
+        result = await self.predict(spec, inputs, deadline=deadline, image_rows=image_rows)
         md = result.metadata
         if not md.labels or md.scores_output is None:
             raise FailedPrecondition(
@@ -418,8 +302,8 @@ class PredictionService:
         return tuple(output_filter)
 
     async def _prepare_inputs(self, loaded: LoadedVersion, sig: Signature, spec: ModelSpec,
-                              inputs: dict[str, np.ndarray], deadline: float | None = None
-                              ) -> Tensors:
+                              inputs: dict[str, np.ndarray], deadline: float,
+                              runner: VersionRunner) -> Tensors:
         unknown = sorted(set(inputs) - set(sig.inputs))
         if unknown:
             raise InvalidArgument(
@@ -439,8 +323,8 @@ class PredictionService:
                     raise InvalidArgument(
                         f"input {alias!r} expects {tspec.dtype} values, got strings/bytes")
                 value = await self._decode_images(
-                    value, pre, inline=bool(loaded.extras.get("inline_whole")),
-                    deadline=deadline, tag=loaded.extras.get("batcher"))
+                    value, pre, inline=runner.plan.decode_on_loop, deadline=deadline,
+                    tag=runner.batcher)
             else:
                 value = _coerce(alias, value, tspec.dtype,
                                 finite=pre is not None and pre.input == alias)
@@ -502,132 +386,6 @@ class PredictionService:
             return (await submit(0, flat[0]))[np.newaxis]
         return np.stack(await asyncio.gather(*(submit(i, d) for i, d in enumerate(flat))))
 
-    async def _run_in_chunks(self, loaded: LoadedVersion, sig: Signature, signature: str,
-                             inputs: Tensors, output_filter: tuple[str, ...], deadline: float,
-                             *, slot_held: bool = False) -> Tensors:
-        """Run a request, in chunks of at most the version's batch size when it has more rows.
-
-        A model's working memory grows with the rows of a run (EfficientNet-Lite0: about 17 MB
-        per row in ONNX Runtime), so one request of 1,000 small photos run whole took the server
-        past 17 GB. Chunks run one after another through the same path as any request (batcher,
-        queue slot or event loop), each checking the deadline, so memory stays that of one batch
-        and a request past its deadline stops. Only signatures whose every input and output has
-        a variable first dimension are split: their rows are independent, as batching assumes.
-        """
-        rows = _rows(inputs)
-        chunk = loaded.extras.get("run_rows")
-        if (not isinstance(chunk, int) or chunk < 1 or rows <= chunk
-                or not _splittable(sig, inputs, output_filter)):
-            return await self._run(loaded, signature, inputs, output_filter, deadline,
-                                   slot_held=slot_held)
-        parts: list[Tensors] = []
-        for start in range(0, rows, chunk):
-            part = {k: v[start:start + chunk] for k, v in inputs.items()}
-            parts.append(await self._run(loaded, signature, part, output_filter, deadline,
-                                         slot_held=slot_held, request_rows=rows))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    async def _run(self, loaded: LoadedVersion, signature: str, inputs: Tensors,
-                   output_filter: tuple[str, ...], deadline: float, *, slot_held: bool = False,
-                   request_rows: int | None = None) -> Tensors:
-        batcher = loaded.extras.get("batcher")
-        timeout = deadline - time.monotonic()
-        if timeout <= 0:
-            raise DeadlineExceeded("Deadline exceeded before the request could run")
-        inline_rows = loaded.extras.get("inline_rows", 0)
-        # A big request run in chunks never runs inline: the loop would not get a turn.
-        rows = request_rows if request_rows is not None else _rows(inputs)
-        if isinstance(inline_rows, int) and inline_rows and rows <= inline_rows:
-            # A model cheaper than the hand-off to a thread (measured at load): run it here.
-            try:
-                return loaded.servable.predict(inputs, signature=signature,
-                                               output_filter=output_filter)
-            except CorollaError:
-                raise
-            except Exception as exc:
-                raise Internal(f"inference failed: {exc!r}") from exc
-        if isinstance(batcher, Batcher):
-            fut = batcher.submit(inputs, deadline=deadline, signature=signature,
-                                 output_filter=output_filter)
-        else:
-            slots = None if slot_held else loaded.extras.get("slots")
-            if isinstance(slots, Slots):
-                slots.acquire()
-
-            def call() -> Tensors:
-                # The timer below cancels a waiting request at its deadline, but a job can
-                # start before the loop has run the timer (the loop was busy): check here too.
-                if time.monotonic() >= deadline:
-                    raise DeadlineExceeded("Deadline exceeded while waiting for the model")
-                return loaded.servable.predict(inputs, signature=signature,
-                                               output_filter=output_filter)
-
-            try:
-                if loaded.extras.get("inline_whole"):
-                    fut = self.loop_runner.submit(call, urgent=True)
-                else:
-                    fut = asyncio.get_running_loop().run_in_executor(self._infer, call)
-            except BaseException:
-                if isinstance(slots, Slots):
-                    slots.release()  # nothing was queued (the pool is shutting down)
-                raise
-            if isinstance(slots, Slots):
-                fut.add_done_callback(slots.release)
-        # One timer per request instead of wait_for + shield (two extra futures): on expiry the
-        # future is cancelled, which the batcher sees as "caller gone" and skips.
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            fut.cancel()
-
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(loop.time() + timeout, expire)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if expired:
-                raise DeadlineExceeded("Deadline exceeded while waiting for the model") from None
-            raise
-        except CorollaError:
-            raise
-        except Exception as exc:
-            raise Internal(f"inference failed: {exc!r}") from exc
-        finally:
-            timer.cancel()
-
-
-class Slots:
-    """The queue bound of a model that runs unbatched: requests waiting or running (event loop
-    thread only)."""
-
-    __slots__ = ("limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    @property
-    def queue_depth(self) -> int:
-        return self.used
-
-    def acquire(self) -> None:
-        """Take a place, or answer 429 at once when the queue is full."""
-        if self.used >= self.limit:
-            raise ResourceExhausted(
-                "The batch scheduling queue to which this task was submitted is full")
-        self.used += 1
-
-    def release(self, _: object = None) -> None:
-        self.used -= 1
-
-
-def _with_batch_size(options: BatchingOptions, size: int) -> BatchingOptions:
-    """``options`` with batches of ``size`` rows and a queue of at least QUEUE_MIN_ROWS rows."""
-    return replace(options, max_batch_size=size, max_enqueued_batches=max(
-        options.max_enqueued_batches, -(-QUEUE_MIN_ROWS // size)))
-
 
 def _splittable(sig: Signature, inputs: Tensors, output_filter: tuple[str, ...]) -> bool:
     """Whether a request may run as several runs along its first dimension."""
@@ -636,9 +394,20 @@ def _splittable(sig: Signature, inputs: Tensors, output_filter: tuple[str, ...])
     return all(t.batched for t in specs)
 
 
-def _rows(inputs: Tensors) -> int:
-    first = next(iter(inputs.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
+def one_image_per_row(sig: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Encoded images in the shapes gRPC and KServe V2 carry them (``[N]``, ``[N, 1]``, a
+    scalar) as ``[N]``, for the inputs that the model declares non-string (the ones decoded as
+    images); other inputs unchanged."""
+    out = dict(inputs)
+    for alias, arr in inputs.items():
+        tspec = sig.inputs.get(alias)
+        if arr.dtype != object or tspec is None or tspec.dtype == "string":
+            continue
+        if arr.ndim == 0:
+            out[alias] = arr.reshape(1)
+        elif arr.ndim >= 2 and all(d == 1 for d in arr.shape[1:]):
+            out[alias] = arr.reshape(arr.shape[0])
+    return out
 
 
 def find_signature(md: ModelMetadata, spec: ModelSpec) -> Signature:
@@ -668,7 +437,7 @@ def _coerce(alias: str, value: np.ndarray, dtype: str, *, finite: bool) -> np.nd
     else:
         raise InvalidArgument(
             f"input {alias!r} expects {dtype} values, got {value.dtype.name} values")
-    if (finite or out.dtype.kind != "f") and out.dtype.kind == "f" and not np.isfinite(out).all():
+    if finite and out.dtype.kind == "f" and not np.isfinite(out).all():
         raise InvalidArgument(f"input {alias!r} contains NaN or infinite values")
     return out
 

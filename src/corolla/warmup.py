@@ -17,13 +17,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from corolla.errors import CorollaError, Internal
 from corolla.model_dir import ImagePreprocessing, Signature
+from corolla.runtimes.base import Servable
 from corolla.tensors import Tensors, numpy_dtype
+
+if TYPE_CHECKING:
+    from corolla.metrics import Metrics
+    from corolla.repository.serving_map import LoadedVersion
 
 log = logging.getLogger("corolla.warmup")
 
@@ -63,7 +68,7 @@ def warmup_inputs(sig: Signature, pre: ImagePreprocessing | None) -> Tensors | N
     return inputs
 
 
-def warm_up(servable: Any, iterations: int = 1) -> int:
+def warm_up(servable: Servable, iterations: int = 1) -> int:
     """Run every signature of ``servable`` ``iterations`` times; the number of runs."""
     md = servable.metadata
     runs = 0
@@ -79,15 +84,15 @@ def warm_up(servable: Any, iterations: int = 1) -> int:
     return runs
 
 
-def warmup_hook(options: WarmupOptions, metrics: Any = None) -> Callable[[Any], None]:
-    """A ``Manager.prepare`` hook (``loaded`` is a LoadedVersion)."""
+def warmup_hook(options: WarmupOptions, metrics: Metrics | None = None
+                ) -> Callable[[LoadedVersion], None]:
+    """A ``Manager.prepare`` hook. Its runs call the servable directly: they are not traffic
+    (the runtime latency metrics time the version's runner only)."""
 
-    def hook(loaded: Any) -> None:
+    def hook(loaded: LoadedVersion) -> None:
         if not options.enabled or loaded.platform not in options.platforms:
             return
-        from corolla.metrics import unwrap
-
-        servable = unwrap(loaded.servable)
+        servable = loaded.servable
         start = time.perf_counter()
         status = "OK"
         try:

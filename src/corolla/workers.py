@@ -1,5 +1,7 @@
 """``--rest_workers N``: the REST and gRPC APIs served by N processes sharing their ports.
 
+(The flag says "REST" for history: every process serves both APIs.)
+
 One Python process turns at most one core into HTTP parsing, JSON and routing (the GIL). When
 that is the bottleneck (cheap models: per-request server work costs more than inference), more
 processes are the only way to use more cores. Layout:
@@ -42,16 +44,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, cast
 
-from corolla.config import ModelConfig
+from corolla.config import ModelConfig, ReloadConfig
 from corolla.errors import Code, CorollaError, Unavailable
 from corolla.metrics import Family, merge_families, render_families
+from corolla.options import ServerOptions
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
-
-    from corolla.server import CorollaServer, ServerOptions
 
 log = logging.getLogger("corolla.workers")
 
@@ -61,6 +62,32 @@ MAX_BACKOFF = 30.0
 HEARTBEAT = 1.0  # seconds between a worker's heartbeat stamps
 WATCH_INTERVAL = 0.5  # seconds between the main process's checks of its workers
 MIN_WATCHDOG = 2 * HEARTBEAT  # the shortest --rest_worker_watchdog_seconds (0: off)
+
+# A control message: its kind, then its arguments (picklable).
+Message = tuple[object, ...]
+
+
+class Heartbeat(Protocol):
+    """A shared double (``multiprocessing.Value("d")``): time.monotonic() of a worker loop's
+    last beat; CLOCK_MONOTONIC is the same clock in every process."""
+
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerControl:
+    """What a worker process's control pipe may do to its server (corolla.server wires it)."""
+
+    families: Callable[[], list[Family]]
+    set_configs: Callable[[Sequence[ModelConfig]], Awaitable[None]]
+    # ReloadConfig in this process only (the main process asks every process).
+    reload_here: ReloadConfig
+    stop: Callable[[], None]
+
+
+# Serves a worker process: builds its server from the options and runs it until it stops
+# (a module-level function, so that ``spawn`` can name it: corolla.server.serve_worker).
+WorkerServe = Callable[[ServerOptions, "WorkerLink"], Awaitable[None]]
 
 
 class PipeRpc:
@@ -72,7 +99,7 @@ class PipeRpc:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def call(self, message: tuple[Any, ...], timeout: float) -> Any:
+    def call(self, message: Message, timeout: float) -> object:
         # One call at a time: a call waits for the one in progress (a ReloadConfig can take
         # minutes), but no longer than its own timeout.
         deadline = time.monotonic() + timeout
@@ -99,7 +126,7 @@ class PipeRpc:
             self.conn.close()
 
 
-def serve_pipe(conn: Connection, handle: Callable[[tuple[Any, ...]], Any],
+def serve_pipe(conn: Connection, handle: Callable[[Message], object],
                on_eof: Callable[[], None], name: str) -> threading.Thread:
     """Answer requests arriving on ``conn`` in a daemon thread until the other end closes."""
 
@@ -111,7 +138,7 @@ def serve_pipe(conn: Connection, handle: Callable[[tuple[Any, ...]], Any],
                 on_eof()
                 return
             try:
-                reply: tuple[Any, ...] = (rid, True, handle(message))
+                reply: tuple[object, ...] = (rid, True, handle(message))
             except CorollaError as exc:
                 reply = (rid, False, (exc.code.name, exc.message))
             except Exception as exc:
@@ -137,8 +164,8 @@ class _Worker:
     proc: BaseProcess
     rpc: PipeRpc  # main -> worker
     up: Connection  # worker -> main, answered by a serve_pipe thread
-    # Shared double: time.monotonic() of the worker loop's last beat (0.0: none yet).
-    heartbeat: Any = None
+    # The worker loop's last beat (0.0: none yet).
+    heartbeat: Heartbeat | None = None
     listening: bool = False
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -148,15 +175,22 @@ class _Worker:
 class WorkerPool:
     """The main process's handle on its workers."""
 
-    def __init__(self, server: CorollaServer, count: int, port: int, grpc_port: int = -1
-                 ) -> None:
-        """``port``, ``grpc_port``: the ports the main process listens on, which the workers
-        share (``grpc_port`` -1: no gRPC)."""
-        self.server = server
+    def __init__(self, count: int, *, options: ServerOptions, serve: WorkerServe,
+                 families: Callable[[], list[Family]], reload_everywhere: ReloadConfig,
+                 port: int, grpc_port: int = -1) -> None:
+        """``options``: the main process's (each worker gets them with the shared ports and
+        the current models); ``serve``: runs a worker's server; ``families``: the main
+        process's metrics; ``reload_everywhere``: a ReloadConfig that a worker received,
+        carried out for every process. ``port``, ``grpc_port``: the ports the main process
+        listens on, which the workers share (``grpc_port`` -1: no gRPC)."""
         self.count = count
+        self.options = options
+        self._serve = serve
+        self._families = families
+        self._reload_everywhere = reload_everywhere
         self.port = port
         self.grpc_port = grpc_port
-        self.configs: list[ModelConfig] = list(server.options.models)
+        self.configs: list[ModelConfig] = list(options.models)
         self.workers: list[_Worker] = []
         self._ctx = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,13 +209,14 @@ class WorkerPool:
     def _spawn(self, index: int, restarts: int = 0) -> _Worker:
         main_cmd, worker_cmd = self._ctx.Pipe()
         main_up, worker_up = self._ctx.Pipe()
-        options = replace(self.server.options, rest_api_port=self.port,
+        options = replace(self.options, rest_api_port=self.port,
                           grpc_port=self.grpc_port,
                           models=tuple(self.configs), model_config_file_poll_wait_seconds=0.0)
         # CLOCK_MONOTONIC is the same clock in every process.
-        heartbeat = self._ctx.Value("d", 0.0, lock=False)
+        heartbeat = cast(Heartbeat, self._ctx.Value("d", 0.0, lock=False))
         proc = self._ctx.Process(target=worker_main, name=f"corolla-rest-{index}",
-                                 args=(options, index, worker_cmd, worker_up, heartbeat),
+                                 args=(self._serve, options, index, worker_cmd, worker_up,
+                                       heartbeat),
                                  daemon=False)
         proc.start()
         worker_cmd.close()
@@ -194,7 +229,7 @@ class WorkerPool:
 
     def _check_heartbeat(self, w: _Worker) -> None:
         """Kill a worker whose event loop has not beaten within the watchdog's limit."""
-        limit = self.server.options.worker_watchdog_seconds
+        limit = self.options.worker_watchdog_seconds
         if limit <= 0 or w.killed_hung or w.heartbeat is None:
             return
         last = w.heartbeat.value
@@ -273,7 +308,7 @@ class WorkerPool:
         await self._each(("reload", self.configs, timeout), _reload_wait(timeout),
                          strict=True)
 
-    async def _each(self, message: tuple[Any, ...], timeout: float, *,
+    async def _each(self, message: Message, timeout: float, *,
                     strict: bool = False) -> None:
         live = [w for w in self.workers if w.proc.is_alive()]
         results = await asyncio.gather(
@@ -291,7 +326,7 @@ class WorkerPool:
 
     async def gather_metrics(self) -> bytes:
         """Every process's metrics merged (the main process's first)."""
-        own = self.server.metrics.families()
+        own = self._families()
         live = [w for w in self.workers if w.proc.is_alive()]
         results = await asyncio.gather(
             *(asyncio.to_thread(w.rpc.call, ("families",), RPC_TIMEOUT) for w in live),
@@ -301,18 +336,19 @@ class WorkerPool:
             if isinstance(result, BaseException):
                 log.warning("REST worker %d: no metrics (%s)", w.index, result)
             else:
-                parts.append(result)
+                parts.append(cast(list[Family], result))
         return render_families(merge_families(parts))
 
-    def _answer_worker(self, message: tuple[Any, ...]) -> Any:
+    def _answer_worker(self, message: Message) -> object:
         assert self._loop is not None
         if message[0] == "metrics":
             return asyncio.run_coroutine_threadsafe(self.gather_metrics(), self._loop).result(
                 RPC_TIMEOUT)
         if message[0] == "reload":  # a ReloadConfig that a worker received: for every process
-            configs, timeout = message[1], message[2]
+            configs = cast(list[ModelConfig], message[1])
+            timeout = cast(float | None, message[2])
             return asyncio.run_coroutine_threadsafe(
-                self.server.service.reload_config(configs, timeout=timeout), self._loop
+                _await(self._reload_everywhere(configs, timeout)), self._loop
             ).result(_reload_wait(timeout))
         raise CorollaError(f"unknown request {message[0]!r}", Code.INVALID_ARGUMENT)
 
@@ -334,7 +370,8 @@ class WorkerLink:
         self.up = PipeRpc(up)
 
     async def gather_metrics(self) -> bytes:
-        return await asyncio.to_thread(self.up.call, ("metrics",), 2 * RPC_TIMEOUT)
+        """Every process's metrics, merged by the main process."""
+        return cast(bytes, await asyncio.to_thread(self.up.call, ("metrics",), 2 * RPC_TIMEOUT))
 
     async def reload_config(self, configs: Sequence[ModelConfig], timeout: float | None
                             ) -> None:
@@ -343,64 +380,67 @@ class WorkerLink:
         await asyncio.to_thread(self.up.call, ("reload", list(configs), timeout),
                                 _reload_wait(timeout) + RPC_TIMEOUT)
 
-    def serve(self, server: CorollaServer, loop: asyncio.AbstractEventLoop) -> None:
-        def run(coro: Awaitable[Any], timeout: float | None) -> Any:
-            return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)  # type: ignore[arg-type]
+    def serve(self, control: WorkerControl, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer the main process's control requests (in a thread) until its pipe closes."""
 
-        def handle(message: tuple[Any, ...]) -> Any:
+        def run(coro: Awaitable[object], timeout: float | None) -> object:
+            return asyncio.run_coroutine_threadsafe(_await(coro), loop).result(timeout)
+
+        def handle(message: Message) -> object:
             kind = message[0]
             if kind == "families":
-                return run(_families(server), RPC_TIMEOUT)
+                return run(_await_value(control.families), RPC_TIMEOUT)
             if kind == "configs":
-                return run(server.manager.set_configs(message[1]), RPC_TIMEOUT)
+                return run(control.set_configs(cast(list[ModelConfig], message[1])),
+                           RPC_TIMEOUT)
             if kind == "reload":
-                timeout = message[2]
-                return run(server.service.reload_config_here(message[1], timeout=timeout),
+                timeout = cast(float | None, message[2])
+                return run(control.reload_here(cast(list[ModelConfig], message[1]), timeout),
                            None if timeout is None else timeout + RPC_TIMEOUT)
             raise CorollaError(f"unknown request {kind!r}", Code.INVALID_ARGUMENT)
 
         def orphaned() -> None:
             log.warning("REST worker %d: the main process is gone; shutting down", self.index)
-            loop.call_soon_threadsafe(server.request_stop)
+            loop.call_soon_threadsafe(control.stop)
 
         serve_pipe(self.cmd, handle, orphaned, "control")
 
 
-async def _families(server: CorollaServer) -> list[Family]:
-    return server.metrics.families()
+async def _await(awaitable: Awaitable[object]) -> object:
+    """An awaitable as a coroutine (what run_coroutine_threadsafe takes)."""
+    return await awaitable
 
 
-def worker_main(options: ServerOptions, index: int, cmd: Connection, up: Connection,
-                heartbeat: Any) -> None:
-    """Entry point of a REST worker process (``spawn``: a fresh interpreter)."""
+async def _await_value(fn: Callable[[], object]) -> object:
+    """``fn()`` called on the event loop (where the state it reads lives)."""
+    return fn()
+
+
+def worker_main(serve: WorkerServe, options: ServerOptions, index: int, cmd: Connection,
+                up: Connection, heartbeat: Heartbeat) -> None:
+    """Entry point of a worker process (``spawn``: a fresh interpreter)."""
     from corolla.logging_setup import configure_logging, tag_process
 
     configure_logging(options.log_level, options.log_format)
     tag_process(f"rest-{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which
-    # stops the workers in order; SIGTERM (below) is the worker's own stop signal
+    # stops the workers in order; SIGTERM (its handler: ``serve``) is the worker's own stop
     link = WorkerLink(index, cmd, up)
     try:
         import uvloop
 
-        uvloop.run(_worker(options, link, heartbeat))
+        uvloop.run(_worker(serve, options, link, heartbeat))
     except ImportError:
-        asyncio.run(_worker(options, link, heartbeat))
+        asyncio.run(_worker(serve, options, link, heartbeat))
 
 
-def _beat(loop: asyncio.AbstractEventLoop, heartbeat: Any) -> None:
+def _beat(loop: asyncio.AbstractEventLoop, heartbeat: Heartbeat) -> None:
     """Stamp the shared clock now and again in HEARTBEAT seconds (the main's watchdog)."""
     heartbeat.value = time.monotonic()
     loop.call_later(HEARTBEAT, _beat, loop, heartbeat)
 
 
-async def _worker(options: ServerOptions, link: WorkerLink, heartbeat: Any) -> None:
-    from corolla.server import CorollaServer
-
-    server = CorollaServer(options, worker=link)
-    loop = asyncio.get_running_loop()
-    _beat(loop, heartbeat)
-    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
-    link.serve(server, loop)
-    await server.start()
-    await server.wait_stopped()
+async def _worker(serve: WorkerServe, options: ServerOptions, link: WorkerLink,
+                  heartbeat: Heartbeat) -> None:
+    _beat(asyncio.get_running_loop(), heartbeat)
+    await serve(options, link)

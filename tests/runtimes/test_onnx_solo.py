@@ -208,7 +208,7 @@ async def test_metrics_show_the_solo_sessions_runs_and_measurements(version: Pat
                                 decode_executor=decode, infer_executor=infer,
                                 activity=activity)
     metrics = Metrics(process=False)
-    metrics.instrument(service)  # wraps the servable (TimedServable), as the server does
+    metrics.instrument(service)  # the model gauges, as the server installs them
     try:
         await manager.set_configs([ModelConfig(name="colors", base_path=str(version.parent))])
         await manager.wait_until(manager.all_ready, timeout=20)

@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from corolla.config import ReloadConfig
 from corolla.grpc.errors import tolerant
 from corolla.grpc.health import Health
 from corolla.grpc.kserve_v2 import KServeV2
@@ -80,10 +81,14 @@ class _TolerantRegistration:
 
 
 def build_grpc_server(service: PredictionService, *, max_message_bytes: int,
+                      reload_config: ReloadConfig | None = None,
                       reflection_enabled: bool = True,
                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                       options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Server:
-    """A server with every servicer registered; no port yet, not started."""
+    """A server with every servicer registered; no port yet, not started.
+
+    ``reload_config``: what ModelService's ReloadConfig does (the server's, which reaches
+    every process; default: this process's prediction service)."""
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=[("grpc.max_receive_message_length", max_message_bytes),
@@ -92,7 +97,8 @@ def build_grpc_server(service: PredictionService, *, max_message_bytes: int,
     apis: Any = _TolerantRegistration(server)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         TfServingPrediction(service), apis)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(TfServingModel(service), apis)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        TfServingModel(service, reload_config=reload_config), apis)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeV2(service), apis)
     health_pb2_grpc.add_HealthServicer_to_server(Health(service, API_SERVICES), server)
     if reflection_enabled:

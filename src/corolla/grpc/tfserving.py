@@ -9,12 +9,12 @@ the typed ``*_val`` fields, as TF Serving's do. Errors leave through :func:`hand
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
-from corolla import frontend
-from corolla.config import model_configs_from_proto
+from corolla.config import ModelConfig, ReloadConfig, model_configs_from_proto
 from corolla.errors import Code, InvalidArgument
 from corolla.grpc.errors import deadline, handle_errors
 from corolla.protocols import tensor_proto, tf_example
@@ -75,9 +75,9 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         expansion = Expansion(self.service.options.max_decoded_image_bytes)
         inputs = {alias: tensor_proto.to_numpy(tp, expansion=expansion)
                   for alias, tp in request.inputs.items()}
-        result = await frontend.predict(self.service, spec, inputs,
-                                        output_filter=tuple(request.output_filter),
-                                        deadline=deadline(context))
+        result = await self.service.predict(spec, inputs,
+                                            output_filter=tuple(request.output_filter),
+                                            deadline=deadline(context), image_rows=True)
         resp = predict_pb2.PredictResponse()
         fill_model_spec(resp.model_spec, result.name, result.version, result.signature_name)
         for alias, array in result.outputs.items():
@@ -103,8 +103,8 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
             raise InvalidArgument(f"Serving signature name: \"{spec.signature}\" not found in "
                                   f"signature def (model {spec.name})")
         inputs = tf_example.to_inputs(tf_example.examples_of(input_msg), sig)
-        inputs = frontend.image_rows(metadata, spec, inputs)
-        return await self.service.classify(spec, inputs, deadline=deadline(context))
+        return await self.service.classify(spec, inputs, deadline=deadline(context),
+                                           image_rows=True)
 
     @staticmethod
     def _fill_classes(out: Any, result: ClassifyResult) -> None:
@@ -184,10 +184,14 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
 
 
 class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, service: PredictionService, *, reload_timeout: float | None = 600.0
-                 ) -> None:
+    def __init__(self, service: PredictionService, *, reload_timeout: float | None = 600.0,
+                 reload_config: ReloadConfig | None = None) -> None:
         self.service = service
         self.reload_timeout = reload_timeout
+        self._reload = reload_config or self._reload_here
+
+    async def _reload_here(self, configs: Sequence[ModelConfig], timeout: float | None) -> None:
+        await self.service.reload_config(configs, timeout=timeout)
 
     @handle_errors
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -207,5 +211,5 @@ class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
         log.info("ReloadConfig: serving %s", [c.name for c in configs])
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None else self.reload_timeout
-        await self.service.reload_config(configs, timeout=timeout)
+        await self._reload(configs, timeout)
         return model_management_pb2.ReloadConfigResponse()  # status: OK (the default)

@@ -9,7 +9,7 @@ the outer middleware parsed (``scope["corolla.route"]``).
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corolla.auth import KeyStore, bearer_token
 from corolla.errors import CorollaError
@@ -22,7 +22,7 @@ _MISSING = object()
 class AuthMiddleware:
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         store: KeyStore,
         *,
         open_paths: frozenset[str] = frozenset(),
@@ -40,7 +40,7 @@ class AuthMiddleware:
             bool(self.open_prefixes) and path.startswith(self.open_prefixes)
         )
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.is_open(scope["path"]):
             await self.app(scope, receive, send)
             return

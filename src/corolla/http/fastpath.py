@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corolla.errors import CorollaError
 from corolla.http.app import _corolla_error, _http_error, _unexpected
@@ -34,12 +34,12 @@ _V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/
 class FastInference:
     """ASGI app: inference POSTs go to ``predict``/``infer`` directly, the rest to ``app``."""
 
-    def __init__(self, app: Any, *, v1: Handler | None, v2_infer: Handler | None) -> None:
+    def __init__(self, app: ASGIApp, *, v1: Handler | None, v2_infer: Handler | None) -> None:
         self.app = app
         self.v1 = v1
         self.v2_infer = v2_infer
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self._route(scope) if scope["type"] == "http" else None
         if handler is None:
             await self.app(scope, receive, send)
@@ -62,7 +62,7 @@ class FastInference:
             response = await _unexpected(request, exc)
         await response(scope, receive, send)
 
-    def _route(self, scope: dict[str, Any]) -> Handler | None:
+    def _route(self, scope: Scope) -> Handler | None:
         if scope["method"] != "POST":
             return None
         route = scope.get("corolla.route")

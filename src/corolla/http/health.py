@@ -15,14 +15,15 @@ These handlers only read state; they never wait on models or locks.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from corolla.metrics import CONTENT_TYPE, Metrics
+from corolla.metrics import CONTENT_TYPE
+from corolla.service import PredictionService
 
 HEALTH_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 
@@ -31,7 +32,7 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(json.dumps(doc), status_code=status, media_type="application/json")
 
 
-def health_routes(service: Any, skip: Collection[str] = ()) -> list[BaseRoute]:
+def health_routes(service: PredictionService, skip: Collection[str] = ()) -> list[BaseRoute]:
     async def live(request: Request) -> Response:
         return _json({"live": True})
 
@@ -71,11 +72,14 @@ def health_routes(service: Any, skip: Collection[str] = ()) -> list[BaseRoute]:
     return routes
 
 
-def metrics_routes(metrics: Metrics, paths: Sequence[str]) -> list[BaseRoute]:
-    async def scrape(request: Request) -> Response:
-        return Response(await metrics.scrape(), media_type=CONTENT_TYPE)
+def metrics_routes(scrape: Callable[[], Awaitable[bytes]], paths: Sequence[str]
+                   ) -> list[BaseRoute]:
+    """``scrape``: the server's metrics text (every process's, with workers)."""
 
-    return [Route(p, scrape, methods=["GET"]) for p in dict.fromkeys(paths)]
+    async def metrics(request: Request) -> Response:
+        return Response(await scrape(), media_type=CONTENT_TYPE)
+
+    return [Route(p, metrics, methods=["GET"]) for p in dict.fromkeys(paths)]
 
 
 def route_paths(routes: Sequence[BaseRoute]) -> set[str]:

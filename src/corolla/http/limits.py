@@ -31,9 +31,9 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from corolla.http.coalesce import CoalescingWriter
@@ -55,7 +55,7 @@ class HttpLimits:
 
 
 async def send_error(
-    send: Any, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
     """A complete ``{"error": message}`` JSON response from pure ASGI code."""
     body = json.dumps({"error": message}).encode()
@@ -76,7 +76,7 @@ async def send_error(
 class LimitsMiddleware:
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         limits: HttpLimits,
         inflight: Inflight,
         exempt_paths: frozenset[str] = frozenset(),
@@ -87,7 +87,7 @@ class LimitsMiddleware:
         self.inflight = inflight
         self.exempt = exempt_paths
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
@@ -131,12 +131,12 @@ class LimitsMiddleware:
             inflight.rest -= 1
 
 
-def _counting_receive(receive: Any, limit: int, scope: dict[str, Any]) -> Any:
+def _counting_receive(receive: Receive, limit: int, scope: Scope) -> Receive:
     seen = 0
 
-    async def counted() -> dict[str, Any]:
+    async def counted() -> Message:
         nonlocal seen
-        message: dict[str, Any] = await receive()
+        message = await receive()
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:

@@ -18,13 +18,11 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corolla.logging_setup import REQUEST_ID, RequestIds
 from corolla.metrics import UNKNOWN_MODEL, Metrics
-
-Scope = dict[str, Any]
-ASGIApp = Callable[..., Any]
 
 access_log = logging.getLogger("corolla.access")
 
@@ -95,7 +93,7 @@ class ObserveMiddleware:
                 return self.ids.accept(value)
         return self.ids.new()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -108,7 +106,7 @@ class ObserveMiddleware:
         status = 500
         draining = self.draining
 
-        async def send_wrapper(message: dict[str, Any]) -> None:
+        async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

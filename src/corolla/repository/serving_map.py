@@ -13,10 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import ModelMetadata
 from corolla.runtimes.base import Servable
+
+if TYPE_CHECKING:
+    from corolla.runner import VersionRunner
 
 
 class LoadedVersion:
@@ -31,8 +35,9 @@ class LoadedVersion:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # Per-version state owned by the request path (e.g. its batcher); set at load time.
-        self.extras: dict[str, object] = {}
+        # How requests run on this version (corolla.runner), composed at load time by the
+        # prediction service's prepare hook, before the version is published.
+        self.runner: VersionRunner | None = None
 
     @property
     def inflight(self) -> int:

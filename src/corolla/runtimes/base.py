@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from corolla.model_dir import ModelMetadata
 from corolla.tensors import Tensors
@@ -27,6 +27,15 @@ class Servable(Protocol):
     ) -> Tensors: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HasSoloStats(Protocol):
+    """A servable with a second session for requests served alone (runtimes/onnx.py)."""
+
+    def solo_stats(self) -> dict[str, float | None] | None:
+        """Runs it served and its moving averages (None: it has no solo session)."""
+        ...
 
 
 class Runtime(Protocol):
