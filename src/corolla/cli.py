@@ -482,8 +482,8 @@ mean 'corolla serve', as tensorflow_model_server is called.
 """
 SERVE_DESCRIPTION = (
     "Serve models over TensorFlow Serving's REST API (default port 8501, or $PORT when set) "
-    "and gRPC API (default port 8500), with KServe V2 on both ports. Flags have TF Serving's names and take "
-    "--flag=value or --flag value; the tensorflow/serving image's MODEL_NAME and "
+    "and gRPC API (default port 8500), with KServe V2 on both ports. Flags have TF Serving's "
+    "names and take --flag=value or --flag value; the tensorflow/serving image's MODEL_NAME and "
     "MODEL_BASE_PATH environment variables work too. With no model flags, the embedded flowers "
     "model is served. Unknown flags and broken config files fail at once.")
 DEMO_DESCRIPTION = (
