@@ -92,3 +92,30 @@ def test_fetch_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str])
 
 def test_bad_version_argument(tmp_path: Path) -> None:
     assert main(["fetch-model", str(tmp_path), str(tmp_path / "d"), "--version", "x"]) == 2
+
+
+@pytest.mark.train
+def test_train_output_to_a_store(store_uri: Callable[[str], str], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, colour in {"blue": (30, 30, 200), "red": (200, 30, 30)}.items():
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(rng.normal(colour, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{i}.jpg")
+    uri = store_uri("redis")
+    argv = ["train", str(tmp_path / "photos"), "--output", uri, "--workdir",
+            str(tmp_path / "work"), "--split", "0.5,0.25,0.25", "--arch", "small_cnn",
+            "--epochs", "1", "--batch-size", "8", "--quantize", "none"]
+    assert main(argv) == 0
+    assert f"published {uri}/1" in capsys.readouterr().out.splitlines()
+    store = open_store(uri)
+    from corolla.storage import transfer
+
+    plan = transfer.plan(store, store.list_versions()[1])
+    assert plan.manifest is not None and "model.onnx" in plan.manifest
+    store.close()

@@ -138,3 +138,16 @@ def total_bytes(version_dir: Path) -> int:
     return sum((version_dir / n).stat().st_size for n in version_files(version_dir)) + (
         (version_dir / METADATA_FILE).stat().st_size
         if (version_dir / METADATA_FILE).exists() else 0)
+
+
+def push_to(version_dir: Path, dest: str, version: int | None = None) -> str:
+    """Publish a local version directory to the store ``dest``; its URI (``corolla train
+    --output s3://...`` trains into a local base path, then calls this)."""
+    from corolla.storage.uri import open_store
+
+    store = open_store(dest)
+    try:
+        number = push(store, version_dir, version)
+    finally:
+        store.close()
+    return f"{dest.rstrip('/')}/{number}"

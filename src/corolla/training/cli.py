@@ -67,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     t.add_argument("--dataset", choices=["tf_flowers"], help="download a public dataset instead")
     t.add_argument("--cache-dir", type=Path, default=None, help="download cache (~/.cache/corolla)")
-    t.add_argument("--output", "-o", type=Path, required=True, help="model base path")
+    t.add_argument("--output", "-o", type=_output, required=True,
+                   help="model base path: a directory, or a store (s3://, gs://, redis://; "
+                        "the version is built under --workdir, then pushed: docs/storage.md)")
     t.add_argument(
         "--arch",
         default="efficientnet_lite0",
@@ -235,13 +237,28 @@ def _split_spec(args: argparse.Namespace) -> SplitSpec:
     return SplitSpec(fractions=(parts[0], parts[1], parts[2]), seed=args.split_seed)
 
 
+def _output(text: str) -> Path | str:
+    """--output: a local base path, or a store URI (kept as text)."""
+    from corolla.storage.uri import is_remote
+
+    return text.rstrip("/") if is_remote(text) else Path(text)
+
+
 def _train_args_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, found before any work starts (None: nothing)."""
     if (args.data_dir is None) == (args.dataset is None):
         return "give DATA_DIR or --dataset (not both)"
     if args.data_dir is not None and not args.data_dir.is_dir():
         return f"DATA_DIR {args.data_dir} does not exist or is not a directory"
-    if args.output.exists() and not args.output.is_dir():
+    if isinstance(args.output, str):  # a store: its client must be there before training
+        from corolla.errors import CorollaError
+        from corolla.storage.uri import require_client
+
+        try:
+            require_client(args.output)
+        except CorollaError as exc:
+            return exc.message
+    elif args.output.exists() and not args.output.is_dir():
         return f"--output {args.output} exists and is not a directory (the model base path)"
     for name in ("epochs", "batch_size"):
         value = getattr(args, name)
@@ -304,17 +321,25 @@ def _train(args: argparse.Namespace) -> int:
         threads=args.threads,
         refit=args.refit,
     )
+    remote = args.output if isinstance(args.output, str) else None
+    workdir = args.workdir or Path("runs") / (remote.rsplit("/", 1)[-1] if remote
+                                              else args.output.name)
     job = TrainJob(
         data_dir=data_dir,
-        output=args.output,
+        output=workdir / "publish" if remote else args.output,
         recipe=cfg,
         split=_split_spec(args),  # checked by _train_args_problem
-        workdir=args.workdir or Path("runs") / args.output.name,
+        workdir=workdir,
         resume=args.resume,
         quantize="int8" if args.serve_quantized else args.quantize,
     )
     published = run(job)
-    print(f"published {published}")
+    if remote is not None:
+        from corolla.storage.transfer import push_to
+
+        print(f"published {push_to(published, remote)}")
+    else:
+        print(f"published {published}")
     print(f"report and plots in {published}/: {REPORT_FILES}, training_curves.png")
     return 0
 
