@@ -88,8 +88,11 @@ def redis_server(workdir: Path) -> Iterator[int]:
 @contextlib.contextmanager
 def memcached_server(workdir: Path) -> Iterator[int]:
     port = free_port()
-    with _process(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"],
-                  port, workdir / "memcached.log"):
+    import os
+
+    user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
+    with _process(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
+                   *user], port, workdir / "memcached.log"):
         yield port
 
 
