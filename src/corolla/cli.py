@@ -201,13 +201,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="PEM CA bundle for client certificates")
     o.add_argument("--ssl_client_verify", default=False, **b,
                    help="require client certificates signed by --ssl_ca_certs (mutual TLS)")
-    o.add_argument("--model_cache_dir", default="",
-                   help="where versions from s3://, gs://, http(s):// and redis:// base paths "
-                        "are downloaded and verified before they load (default "
-                        "$XDG_CACHE_HOME/corolla/models; docs/storage.md)")
-    o.add_argument("--model_cache_max_bytes", type=int, default=0,
-                   help="bound of --model_cache_dir: unused versions are evicted, a version "
-                        "that still does not fit is refused (0: no bound but the disk)")
+    from corolla.storage.flags import add_storage_arguments
+
+    add_storage_arguments(o)  # --model_cache_*, --prediction_cache* (docs/storage.md)
     o.add_argument("--allowed_model_roots", default="",
                    help="comma-separated directories that every model base path and version "
                         "directory must resolve into")
@@ -242,11 +238,6 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
             raise CorollaError(f"--model_name={name} needs --model_base_path")
         models = [ModelConfig(name=name or "default", base_path=resolve_base_path(base),
                               platform=args.model_platform)]
-    from corolla.storage.uri import is_remote, require_client
-
-    for m in models:
-        if is_remote(m.base_path):
-            require_client(m.base_path)  # a missing extra: one line, at start
     if args.rest_workers < 1:
         raise CorollaError("--rest_workers must be at least 1")
     from corolla.workers import MIN_WATCHDOG
@@ -351,6 +342,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
     """ServerOptions fields for metrics, limits, auth, TLS, warmup and model roots."""
     from corolla.http.limits import HttpLimits
     from corolla.metrics import parse_monitoring_config
+    from corolla.storage.flags import storage_options
     from corolla.tls import load_ssl_config_file, load_tls_files
     from corolla.warmup import WarmupOptions
 
@@ -401,8 +393,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         "warmup": WarmupOptions(enabled=args.enable_model_warmup,
                                 iterations=max(1, args.num_request_iterations_for_warmup)),
         "allowed_model_roots": roots,
-        "model_cache_dir": args.model_cache_dir,
-        "model_cache_max_bytes": args.model_cache_max_bytes,
+        **storage_options(args, models),
     }
 
 

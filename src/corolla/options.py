@@ -12,6 +12,7 @@ from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig
 from corolla.http.limits import HttpLimits
 from corolla.images import ImageLimits
+from corolla.prediction_cache import PredictionCacheOptions
 from corolla.repository.manager import ManagerOptions
 from corolla.runtimes.base import Runtime
 from corolla.runtimes.onnx import OnnxOptions
@@ -61,6 +62,8 @@ class ServerOptions:
     # Remote base paths (corolla.storage): verified copies are kept here, bounded (0: no bound).
     model_cache_dir: str = ""
     model_cache_max_bytes: int = 0
+    # Answers of deterministic versions, keyed by their inputs (corolla.prediction_cache).
+    prediction_cache: PredictionCacheOptions | None = None
     runtimes_extra: tuple[Runtime, ...] = ()
     # Processes serving the REST and gRPC APIs on their ports (corolla.workers); 1: this
     # process only.

@@ -351,3 +351,66 @@ class PredictionCache:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
+
+
+# ---- composition at load time ----------------------------------------------------------------
+
+
+class CachedAnswer:
+    """A version's answer with the cache in front: same call shape as the answer it wraps."""
+
+    # Inputs larger than this are hashed in a worker thread, not on the event loop.
+    INLINE_HASH_BYTES = 256 * 1024
+
+    def __init__(self, inner: Any, cache: PredictionCache, *, model: str, version: int,
+                 fingerprint: str) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.model, self.version, self.fingerprint = model, version, fingerprint
+
+    def _key(self, signature: str, filt: tuple[str, ...], inputs: Mapping[str, np.ndarray]
+             ) -> bytes | None:
+        return request_key(model=self.model, version=self.version,
+                           fingerprint=self.fingerprint, signature=signature,
+                           output_filter=filt, inputs=inputs)
+
+    async def __call__(self, signature: str, sig: Any, inputs: dict[str, np.ndarray],
+                       filt: tuple[str, ...], deadline: float) -> Tensors:
+        size = sum(_nbytes(v) for v in inputs.values())
+        if size <= self.INLINE_HASH_BYTES:
+            key = self._key(signature, filt, inputs)
+        else:
+            key = await asyncio.to_thread(self._key, signature, filt, inputs)
+        if key is None:
+            return await self.inner(signature, sig, inputs, filt, deadline)
+        hit = await self.cache.get(self.model, key)
+        if hit is not None:
+            return hit
+        outputs: Tensors = await self.inner(signature, sig, inputs, filt, deadline)
+        self.cache.put(self.model, key, outputs)
+        return outputs
+
+
+def _nbytes(value: np.ndarray) -> int:
+    if value.dtype == object:
+        return sum(len(x) for x in value.ravel() if isinstance(x, bytes | bytearray))
+    return int(value.nbytes)
+
+
+def cache_wrapper(cache: PredictionCache) -> Any:
+    """The prediction service's ``wrap_answer``: versions whose answers are deterministic get
+    the cache in front of their answer; others keep theirs (logged once, at load)."""
+
+    def wrap(loaded: Any, answer: Any) -> Any:
+        graphs = {str(loaded.metadata.graph), *map(str, getattr(
+            loaded.metadata, "graph_variants", {}).values())}
+        if not all(deterministic(loaded.platform, loaded.path, g) for g in graphs):
+            log.info("model %s version %d: answers are not cached (not an ONNX graph without "
+                     "random operators)", loaded.name, loaded.version)
+            return answer
+        # The graph variant served changes the answers: it is part of the identity.
+        variant = str(getattr(loaded.servable, "graph_variant", "") or "")
+        return CachedAnswer(answer, cache, model=loaded.name, version=loaded.version,
+                            fingerprint=f"{version_fingerprint(loaded.path)}/{variant}")
+
+    return wrap

@@ -135,6 +135,12 @@ class CorollaServer:
         self.manager = Manager(runtimes=_runtimes(options, activity), executor=self.load_pool,
                                options=options.manager, source_factory=self.sources)
         self.metrics = Metrics()
+        self.prediction_cache = None
+        if options.prediction_cache is not None:
+            from corolla.prediction_cache import PredictionCache, cache_wrapper
+
+            self.prediction_cache = PredictionCache(options.prediction_cache)
+            self.metrics.add_source(self.prediction_cache.collect)
         self.service = PredictionService(
             self.manager,
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
@@ -143,7 +149,9 @@ class CorollaServer:
                                    inline_requests=options.inline_requests),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
             activity=activity, run_hooks=self._run_hooks,
-            warmup=warmup_hook(options.warmup, self.metrics))
+            warmup=warmup_hook(options.warmup, self.metrics),
+            wrap_answer=(None if self.prediction_cache is None
+                         else cache_wrapper(self.prediction_cache)))
         # Answers held for the end of a loop iteration leave before a job holds the loop.
         self.service.loop_runner.before_job = flush_due
         self.metrics.instrument(self.service)
@@ -437,6 +445,8 @@ class CorollaServer:
             await workers_stop
         await self.manager.close()
         self.sources.close()
+        if self.prediction_cache is not None:
+            self.prediction_cache.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=True)
         self.load_pool.shutdown(wait=True)

@@ -11,12 +11,14 @@ arrays, or object arrays of ``bytes`` for strings and encoded images) and back. 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +41,12 @@ from corolla.repository.serving_map import LoadedVersion
 from corolla.runner import RunHooks, VersionRunner, compose_runner
 from corolla.runtimes.base import Activity
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
+
+if TYPE_CHECKING:
+    from corolla.repository.serving_map import Answer
+
+# Composes a loading version's answer (the prediction cache wraps the computation).
+AnswerWrapper = Callable[[LoadedVersion, "Answer"], "Answer"]
 
 log = logging.getLogger("corolla.service")
 
@@ -102,9 +110,11 @@ class PredictionService:
                  decode_executor: Executor, infer_executor: Executor,
                  activity: Activity | None = None,
                  run_hooks: Callable[[LoadedVersion], RunHooks] | None = None,
-                 warmup: PrepareHook | None = None) -> None:
+                 warmup: PrepareHook | None = None,
+                 wrap_answer: AnswerWrapper | None = None) -> None:
         """``run_hooks``: the observers of a version's traffic (the server's metrics);
-        ``warmup``: run on each version after its runner is composed, before AVAILABLE."""
+        ``warmup``: run on each version after its runner is composed, before AVAILABLE;
+        ``wrap_answer``: composes each version's answer at load (the prediction cache)."""
         self.manager = manager
         self.options = options
         # Requests in flight and load-time measurements, shared with the runtimes: a request
@@ -114,6 +124,7 @@ class PredictionService:
         self._infer = infer_executor
         self._run_hooks = run_hooks
         self._warmup = warmup
+        self._wrap_answer = wrap_answer
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
         # Decoding and inference on the event loop, for plans that run there (corolla.runplan).
@@ -140,6 +151,8 @@ class PredictionService:
             loop_runner=self.loop_runner,
             hooks=self._run_hooks(loaded) if self._run_hooks is not None else None,
             name=loaded.name, version=loaded.version)
+        answer: Answer = functools.partial(self._compute, loaded, loaded.runner)
+        loaded.answer = answer if self._wrap_answer is None else self._wrap_answer(loaded, answer)
         if self._warmup is not None:
             self._warmup(loaded)
 
@@ -242,25 +255,32 @@ class PredictionService:
                        output_filter: Sequence[str], deadline: float, image_rows: bool
                        ) -> PredictResult:
         with self.lease(spec) as loaded:
-            runner = self._runner(loaded)
+            answer = loaded.answer
+            if answer is None:  # every version gets one before it is published
+                raise Internal(f"model {loaded.name} version {loaded.version} has no runner")
             sig = self._signature(loaded, spec)
             filt = self._output_filter(sig, spec, output_filter)
             if image_rows:
                 inputs = one_image_per_row(sig, inputs)
-            admitted = runner.admit_early()
-            try:
-                prepared = await self._prepare_inputs(loaded, sig, spec, inputs, deadline,
-                                                      runner)
-                outputs = await runner.run(prepared, signature=spec.signature,
-                                           output_filter=filt, deadline=deadline,
-                                           splittable=_splittable(sig, prepared, filt),
-                                           admitted=admitted)
-            finally:
-                if admitted:
-                    runner.leave()
+            outputs = await answer(spec.signature, sig, inputs, filt, deadline)
             return PredictResult(name=spec.name, version=loaded.version,
                                  signature_name=spec.signature, outputs=outputs,
                                  metadata=loaded.metadata)
+
+    async def _compute(self, loaded: LoadedVersion, runner: VersionRunner, signature: str,
+                       sig: Signature, inputs: dict[str, np.ndarray],
+                       filt: tuple[str, ...], deadline: float) -> Tensors:
+        """A version's answer: validate and decode the inputs, then run them (its runner)."""
+        admitted = runner.admit_early()
+        try:
+            prepared = await self._prepare_inputs(loaded, sig, inputs, deadline, runner)
+            return await runner.run(prepared, signature=signature, output_filter=filt,
+                                    deadline=deadline,
+                                    splittable=_splittable(sig, prepared, filt),
+                                    admitted=admitted)
+        finally:
+            if admitted:
+                runner.leave()
 
     async def predict_images(self, spec: ModelSpec, images: Sequence[bytes], *,
                              deadline: float | None = None) -> PredictResult:
@@ -301,18 +321,18 @@ class PredictionService:
                     f"(outputs: {sorted(sig.outputs)})")
         return tuple(output_filter)
 
-    async def _prepare_inputs(self, loaded: LoadedVersion, sig: Signature, spec: ModelSpec,
+    async def _prepare_inputs(self, loaded: LoadedVersion, sig: Signature,
                               inputs: dict[str, np.ndarray], deadline: float,
                               runner: VersionRunner) -> Tensors:
         unknown = sorted(set(inputs) - set(sig.inputs))
         if unknown:
             raise InvalidArgument(
                 f"input tensor alias not found in signature: {', '.join(unknown)} "
-                f"(model {spec.name} expects {sorted(sig.inputs)})")
+                f"(model {loaded.name} expects {sorted(sig.inputs)})")
         missing = sorted(set(sig.inputs) - set(inputs))
         if missing:
             raise InvalidArgument(
-                f"missing input(s) {', '.join(missing)} (model {spec.name} expects "
+                f"missing input(s) {', '.join(missing)} (model {loaded.name} expects "
                 f"{sorted(sig.inputs)})")
         pre = loaded.metadata.preprocessing
         out: Tensors = {}

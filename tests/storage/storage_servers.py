@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -187,3 +190,45 @@ def needs(binary: str) -> None:
 
     if shutil.which(binary) is None:
         pytest.fail(f"{binary} is not installed (.ci/run installs it with apt-get)")
+
+
+@contextlib.contextmanager
+def serve(args: list[str], workdir: Path) -> Iterator[tuple[str, Path]]:
+    """``corolla serve`` as a real process on a free loopback port, until /readyz says 200;
+    yields (base URL, log file). SIGTERM at the end must exit 0."""
+    port = free_port()
+    log = workdir / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corolla", "serve", "--host=127.0.0.1", "--port=0",
+             f"--rest_api_port={port}", *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"not ready:\n{log.read_text()[-3000:]}")
+        yield url, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def metric(url: str, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+

@@ -3,62 +3,19 @@ no failed request, status and metrics, then a restart on the warm cache download
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from storage_servers import free_port
+from storage_servers import metric, serve
 
 from corolla.cli import main as corolla_main
 from corolla.demo_model import write_demo_version
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def serve(args: list[str], workdir: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "corolla", "serve", "--host=127.0.0.1", "--port=0",
-             f"--rest_api_port={port}", *args],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"not ready:\n{log.read_text()[-3000:]}")
-        yield url, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(30) == 0, log.read_text()[-3000:]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-
-
-def metric(url: str, name: str) -> float:
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_s3_publish_under_load_then_warm_restart(store_uri: Callable[[str], str],

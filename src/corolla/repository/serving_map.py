@@ -20,7 +20,16 @@ from corolla.model_dir import ModelMetadata
 from corolla.runtimes.base import Servable
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import numpy as np
+
+    from corolla.model_dir import Signature
     from corolla.runner import VersionRunner
+
+    # (signature name, signature, inputs, output aliases, deadline) -> output tensors
+    Answer = Callable[[str, Signature, dict[str, np.ndarray], tuple[str, ...], float],
+                      Awaitable[dict[str, np.ndarray]]]
 
 
 class LoadedVersion:
@@ -38,6 +47,9 @@ class LoadedVersion:
         # How requests run on this version (corolla.runner), composed at load time by the
         # prediction service's prepare hook, before the version is published.
         self.runner: VersionRunner | None = None
+        # The version's answer to one request, composed at load time too: the service's
+        # computation, or that wrapped in the prediction cache (corolla.prediction_cache).
+        self.answer: Answer | None = None
 
     @property
     def inflight(self) -> int:
