@@ -19,17 +19,14 @@ from corolla.model_dir import Signature
 from corolla.protocols.kserve_v2 import InferRequest, classification_count, model_config
 from corolla.protocols.kserve_v2_tensors import classification
 from corolla.service import ModelSpec, PredictionService
+from corolla.versions import v2_version
 
 # ---- KServe V2 ----------------------------------------------------------------------------
 
 
 def v2_spec(name: str, version: str | None) -> ModelSpec:
-    """V2 versions are strings; empty means the latest."""
-    if not version:
-        return ModelSpec(name=name)
-    if not version.isdigit():
-        raise InvalidArgument(f"model version must be a positive integer, got {version!r}")
-    return ModelSpec(name=name, version=int(version))
+    """V2 versions are strings; empty means the latest (corolla.versions)."""
+    return ModelSpec(name=name, version=v2_version(version or ""))
 
 
 def available_versions(service: PredictionService, name: str) -> list[int]:

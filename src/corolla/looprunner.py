@@ -17,7 +17,7 @@ thread instead, with the queueing behaviour of a one-thread executor:
   each segment waited for a whole round of other requests);
 - a job whose future was cancelled (the caller's deadline passed, or it went away) is skipped;
 - ``before_job`` runs before each job: the HTTP layer writes out the answers that it holds back
-  for the end of the loop iteration (``corolla.http.coalesce.flush_due``), so a finished
+  for the end of the loop iteration (``corolla.http.coalesce.DueWrites.flush``), so a finished
   request's answer does not wait for the next job.
 """
 

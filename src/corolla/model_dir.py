@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from corolla.errors import DataLoss, FailedPrecondition, InvalidArgument
+from corolla.versions import parse_version
 
 METADATA_FILE = "corolla.json"
 ONNX_FILE = "model.onnx"
 FORMAT = "corolla.model/v1"
-_VERSION_RE = re.compile(r"^[0-9]+$")
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Asks for the version's default graph (``graph``) rather than a named variant.
 AUTO_VARIANT = "auto"
@@ -343,7 +343,7 @@ def _check_file_name(file: str) -> None:
 
 
 def is_version_name(name: str) -> bool:
-    return bool(_VERSION_RE.match(name)) and int(name) > 0
+    return (version := parse_version(name)) is not None and version > 0  # corolla.versions
 
 
 def read_metadata(version_dir: str | os.PathLike[str]) -> ModelMetadata:

@@ -29,13 +29,14 @@ from corolla.auth import KeyStore
 from corolla.config import ModelConfig, load_model_config_file
 from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
-from corolla.http.app import build_app
-from corolla.http.coalesce import flush_due
-from corolla.http.fastpath import FastInference
+from corolla.http.app import Router, build_app
+from corolla.http.coalesce import DueWrites
+from corolla.http.encoding import BodyParser
 from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, route_paths
 from corolla.http.kserve_v2 import KServeV2Rest
 from corolla.http.limits import LimitsMiddleware, guarded_protocol
 from corolla.http.observe import ObserveMiddleware
+from corolla.http.routes import Route, RouteTable
 from corolla.http.tfserving import TfServingRest
 from corolla.logging_setup import ModelEvents
 from corolla.metrics import Metrics
@@ -153,11 +154,13 @@ class CorollaServer:
             wrap_answer=(None if self.prediction_cache is None
                          else cache_wrapper(self.prediction_cache)))
         # Answers held for the end of a loop iteration leave before a job holds the loop.
-        self.service.loop_runner.before_job = flush_due
+        self.due_writes = DueWrites()
+        self.service.loop_runner.before_job = self.due_writes.flush
         self.metrics.instrument(self.service)
         self.metrics.add_source(self.sources.stats.collect)
-        self._v1_rest = TfServingRest(self.service)
-        self._v2_rest = KServeV2Rest(self.service)
+        bodies = BodyParser()  # one big body parsed at a time in this process, any API
+        self._v1_rest = TfServingRest(self.service, bodies=bodies)
+        self._v2_rest = KServeV2Rest(self.service, bodies=bodies)
         events = ModelEvents()
         self.manager.on_load.append(events.on_load)
         self.manager.on_unload.append(events.on_unload)
@@ -213,11 +216,17 @@ class CorollaServer:
 
     # ---- construction of the frontends ---------------------------------------------------
 
-    def rest_routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [*self._v2_rest.routes(), *self._v1_rest.routes()]
+    def rest_routes(self) -> list[Route]:
+        """Every REST route, for the one route table (corolla.http.routes)."""
+        routes: list[Route] = [*self._v2_rest.routes(), *self._v1_rest.routes()]
         routes.extend(health_routes(self.service, skip=route_paths(routes)))
         routes.extend(metrics_routes(self.scrape, self.options.metrics_paths))
         return routes
+
+    def other_routes(self) -> list[BaseRoute]:
+        """Starlette routes outside the table, for what names no model (none today): served
+        by the fallback app for paths that no route in the table takes."""
+        return []
 
     def open_paths(self) -> frozenset[str]:
         """Paths that need no API key and are not subject to the request limits."""
@@ -229,15 +238,16 @@ class CorollaServer:
         return frozenset(paths)
 
     def rest_app(self) -> ASGIApp:
-        """Starlette app wrapped (outermost first) in observe -> limits -> CORS -> auth."""
+        """The router over the route table, wrapped (outermost first) in observe -> limits ->
+        CORS -> auth; all of them read the one match that observe makes per request."""
         opts = self.options
-        app: ASGIApp = FastInference(
-            build_app(self.rest_routes()), v1=self._v1_rest.handle, v2_infer=self._v2_rest.infer)
+        table = RouteTable(self.rest_routes())
+        app: ASGIApp = Router(table, build_app(self.other_routes()))
         if self.keys is not None:
             from corolla.http.auth import AuthMiddleware
 
             app = AuthMiddleware(
-                app, self.keys, open_paths=self.open_paths(),
+                app, self.keys, table=table, open_paths=self.open_paths(),
                 open_apis=frozenset({"ModelReady"}) if opts.auth_open_health else frozenset())
         if opts.rest_api_enable_cors_support or opts.cors_allowed_origins:
             app = CORSMiddleware(
@@ -246,7 +256,8 @@ class CorollaServer:
                 expose_headers=["x-request-id"])
         app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight,
                                frozenset([*HEALTH_PATHS, *opts.metrics_paths]))
-        return ObserveMiddleware(app, metrics=self.metrics, known_model=self.manager.has_model,
+        return ObserveMiddleware(app, table=table, metrics=self.metrics,
+                                 known_model=self.manager.has_model,
                                  draining=lambda: self.service.draining,
                                  access_log_enabled=opts.access_log)
 
@@ -343,7 +354,7 @@ class CorollaServer:
             timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
             timeout_keep_alive=75, loop="none", server_header=False,
             http=guarded_protocol(limits.header_timeout, limits.body_timeout,
-                                  limits.max_header_bytes),
+                                  limits.max_header_bytes, due_writes=self.due_writes),
             ssl_context_factory=tls_factory)
         self._uvicorn = _Uvicorn(config)
         self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),

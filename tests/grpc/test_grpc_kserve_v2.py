@@ -72,6 +72,28 @@ async def test_infer_typed_contents_and_errors(served: Served) -> None:
         assert info.value.code() == code, info.value.details()
 
 
+@pytest.mark.parametrize("version", ["²", "¹", "١", "1²", "-1", "9" * 30])
+async def test_a_version_that_is_no_number_is_invalid_argument(served: Served,
+                                                               version: str) -> None:
+    """Issue 22: '²' passed str.isdigit() and failed int(): INTERNAL on every V2 call."""
+    stub = pb_grpc.GRPCInferenceServiceStub(served.channel)
+    ready = await stub.ModelReady(pb.ModelReadyRequest(name="fake", version=version))
+    assert ready.ready is False
+    infer = pb.ModelInferRequest(model_name="fake", model_version=version)
+    infer.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend(
+        [1, 2, 3, 4])
+    calls = [
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="fake", version=version)),
+        stub.ModelConfig(pb.ModelConfigRequest(name="fake", version=version)),
+        stub.ModelInfer(infer),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert "model version must be a positive integer" in (info.value.details() or "")
+
+
 async def test_model_metadata_not_found(served: Served) -> None:
     stub = pb_grpc.GRPCInferenceServiceStub(served.channel)
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -46,6 +46,26 @@ async def test_predict_float_tensor(served: Served) -> None:
     assert scores.shape == (1, 5) and int(scores.argmax()) == 0  # red
 
 
+@pytest.mark.parametrize("version", [-1, 0, 2**63 - 1])
+async def test_a_version_that_no_model_has_is_not_found(served: Served, version: int) -> None:
+    """TF Serving's model_spec carries an int64: any value is well formed, and one that no
+    version has is NOT_FOUND on every call that takes a model_spec (as TF Serving answers)."""
+    predict = _predict_request("fake", x=np.ones((1, 4), np.float32))
+    predict.model_spec.version.value = version
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "fake"
+    metadata.model_spec.version.value = version
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "fake"
+    status.model_spec.version.value = version
+    models = model_service_pb2_grpc.ModelServiceStub(served.channel)
+    for call in (_stub(served).Predict(predict), _stub(served).GetModelMetadata(metadata),
+                 models.GetModelStatus(status)):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+
+
 @pytest.mark.parametrize("shape", [(2,), (2, 1)])
 async def test_predict_encoded_images(served: Served, shape: tuple[int, ...]) -> None:
     images = np.array([jpeg((10, 240, 10)), jpeg((10, 10, 240))], dtype=object).reshape(shape)

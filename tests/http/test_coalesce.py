@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from corolla.http.coalesce import CoalescingWriter
+from corolla.http.coalesce import CoalescingWriter, DueWrites
 
 
 class RecordingTransport(asyncio.Transport):
@@ -35,7 +35,7 @@ class RecordingTransport(asyncio.Transport):
 def test_writes_in_one_callback_leave_as_one_buffer() -> None:
     async def main() -> list[bytes]:
         t = RecordingTransport()
-        w = CoalescingWriter(t, asyncio.get_running_loop())
+        w = CoalescingWriter(t, asyncio.get_running_loop(), DueWrites())
         w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         w.write(b"")
         w.write(b"{}")
@@ -52,7 +52,7 @@ def test_writes_in_one_callback_leave_as_one_buffer() -> None:
 def test_large_pending_output_is_written_at_once() -> None:
     async def main() -> None:
         t = RecordingTransport()
-        w = CoalescingWriter(t, asyncio.get_running_loop(), flush_bytes=10)
+        w = CoalescingWriter(t, asyncio.get_running_loop(), DueWrites(), flush_bytes=10)
         w.write(b"head ")
         w.write(b"a body past the threshold")
         assert t.writes == [b"head a body past the threshold"]
@@ -65,7 +65,7 @@ def test_large_pending_output_is_written_at_once() -> None:
 def test_close_flushes_first_and_later_writes_are_dropped() -> None:
     async def main() -> None:
         t = RecordingTransport()
-        w = CoalescingWriter(t, asyncio.get_running_loop())
+        w = CoalescingWriter(t, asyncio.get_running_loop(), DueWrites())
         w.write(b"408 answer")
         w.close()
         assert t.writes == [b"408 answer"] and t.closed and w.is_closing()
@@ -80,16 +80,16 @@ def test_close_flushes_first_and_later_writes_are_dropped() -> None:
 def test_flush_due_writes_out_what_every_connection_holds() -> None:
     """Before a job holds the loop (corolla.looprunner), answers written earlier in the same
     iteration leave at once instead of after the job."""
-    from corolla.http.coalesce import flush_due
+    due = DueWrites()  # the server's
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         a, b = RecordingTransport(), RecordingTransport()
-        wa, wb = CoalescingWriter(a, loop), CoalescingWriter(b, loop)
+        wa, wb = CoalescingWriter(a, loop, due), CoalescingWriter(b, loop, due)
         wa.write(b"answer a")
         wb.write(b"answer b")
         assert a.writes == [] and b.writes == []
-        flush_due()
+        due.flush()
         assert a.writes == [b"answer a"] and b.writes == [b"answer b"]
         await asyncio.sleep(0)  # the scheduled flushes find nothing more to write
         assert a.writes == [b"answer a"] and b.writes == [b"answer b"]
@@ -98,4 +98,4 @@ def test_flush_due_writes_out_what_every_connection_holds() -> None:
         assert a.writes == [b"answer a", b"next"]
 
     asyncio.run(main())
-    flush_due()  # no running loop: nothing to do
+    due.flush()  # nothing left: nothing to do

@@ -66,7 +66,9 @@ async def test_big_bodies_are_parsed_in_a_thread_one_at_a_time() -> None:
     import threading
     import time
 
-    from corolla.http.encoding import BIG_BODY_BYTES, parse_body
+    from corolla.http.encoding import BIG_BODY_BYTES, BodyParser
+
+    parse_body = BodyParser().parse
 
     loop_thread = threading.get_ident()
     running, most = 0, 0

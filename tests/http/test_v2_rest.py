@@ -19,8 +19,8 @@ from PIL import Image
 
 from corolla.config import ModelConfig
 from corolla.demo_model import write_demo_version
-from corolla.http.app import build_app
-from corolla.http.kserve_v2 import v2_routes
+from corolla.http.app import route_app
+from corolla.http.kserve_v2 import KServeV2Rest
 from corolla.repository.manager import Manager, ManagerOptions
 from corolla.runtimes.fake import FakeRuntime, write_fake_version
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime
@@ -49,7 +49,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await manager.set_configs([ModelConfig(name=n, base_path=str(tmp_path / n))
                                for n in ("colours", "fake")])
     await manager.wait_until(service.ready, 30)
-    app = build_app(v2_routes(service))
+    app = route_app(KServeV2Rest(service).routes())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         c.service = service  # type: ignore[attr-defined]

@@ -150,6 +150,42 @@ async def test_auth_401_403_200_and_open_health(make: Make, tmp_path: Path) -> N
     assert 'status="PERMISSION_DENIED"} 1.0' in m.text
 
 
+@pytest.mark.parametrize("open_health", [True, False])
+async def test_a_key_for_one_model_is_refused_on_every_route_of_another(
+        make: Make, tmp_path: Path, open_health: bool) -> None:
+    """Issue 22: a key restricted to one model read another model's V2 ``/config``. Auth and
+    the router read the one route table, so this walks the table: every route that names a
+    model refuses a key for another model (403), with every method it takes, and lets the key
+    through for its own model. A route added to the table is checked here without a new test;
+    a route outside it may not name a model."""
+    keys = tmp_path / "keys"
+    keys.write_text("only-m m\n")
+    server, c = await make(auth_keys_file=str(keys), auth_open_health=open_health)
+    scoped = [r for r in server.rest_routes() if r.model_scoped]
+    assert {r.api for r in scoped} == {
+        "Predict", "Classify", "Regress", "GetModelStatus", "GetModelMetadata",
+        "ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig"}
+    assert all("{" not in getattr(r, "path", "") for r in server.other_routes())
+    key = {"x-api-key": "only-m"}
+    checked = 0
+    for route in scoped:
+        for method in sorted(route.methods):
+            other = route.example(name="other", version="1", label="stable")
+            own = route.example(name="m", version="1", label="stable")
+            r = await c.request(method, other, headers=key, content=b"{}")
+            mine = await c.request(method, own, headers=key, content=b"{}")
+            assert mine.status_code not in (401, 403), (method, own, mine.text)
+            if route.api == "ModelReady" and open_health:
+                assert r.status_code != 403  # per-model readiness is health, open here
+                continue
+            assert r.status_code == 403, (method, other, r.text)
+            if method != "HEAD":
+                assert r.json() == {"error": "This API key may not call model other"}
+            checked += 1
+    open_routes = sum(len(r.methods) for r in scoped if r.api == "ModelReady" and open_health)
+    assert checked == sum(len(r.methods) for r in scoped) - open_routes > 50
+
+
 async def test_auth_open_metrics_and_closed_health(make: Make) -> None:
     _, c = await make(auth_keys=("k",), auth_open_health=False, auth_open_metrics=True)
     assert (await c.get("/metrics")).status_code == 200

@@ -3,8 +3,8 @@
 Pure ASGI middleware over :class:`corolla.auth.KeyStore`. No key or an unknown key: 401 with
 ``WWW-Authenticate: Bearer``; a key that may not call the model named in the URL: 403. Paths in
 ``open_paths`` (health, metrics, when configured open) and CORS preflight requests (which
-browsers send without credentials) pass without a key. The model name comes from the route that
-the outer middleware parsed (``scope["corolla.route"]``).
+browsers send without credentials) pass without a key. The model name comes from the request's
+match in the route table (corolla.http.routes), the same match that the router dispatches on.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from corolla.auth import KeyStore, bearer_token
 from corolla.errors import CorollaError
 from corolla.http.limits import send_error
-from corolla.http.observe import parse_route
-
-_MISSING = object()
+from corolla.http.routes import RouteTable, match_once
 
 
 class AuthMiddleware:
@@ -25,12 +23,14 @@ class AuthMiddleware:
         app: ASGIApp,
         store: KeyStore,
         *,
+        table: RouteTable,
         open_paths: frozenset[str] = frozenset(),
         open_prefixes: tuple[str, ...] = (),
         open_apis: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.store = store
+        self.table = table
         self.open_paths = open_paths
         self.open_prefixes = open_prefixes
         self.open_apis = open_apis  # e.g. {"ModelReady"}: KServe V2 per-model readiness
@@ -56,13 +56,13 @@ class AuthMiddleware:
         if preflight and scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        route = scope.get("corolla.route", _MISSING)
-        if route is _MISSING:
-            route = parse_route(scope["path"])
-        if route is not None and route[1] in self.open_apis:
+        route = match_once(self.table, scope)
+        if route is not None and route.api in self.open_apis:
             await self.app(scope, receive, send)
             return
-        model = route[0] if route else None
+        # The model of the request's route in the one table that also dispatches it: no route
+        # answers without this check having seen its model (None: not a model's route).
+        model = route.model if route is not None else None
         try:
             self.store.authorize(bearer_token(authorization, api_key), model)
         except CorollaError as exc:

@@ -12,8 +12,9 @@ current event-loop iteration (``call_soon``), or at once when the pending bytes 
 closes the connection. Bytes keep their order, nothing is delayed past the callback that wrote
 it, and a write after the connection is gone is dropped, as the transport itself would.
 
-:func:`flush_due` writes out every writer of the running loop that has bytes waiting. Code that
-is about to hold the loop for a while (a request run inline, ``corolla.service``) calls it
+:class:`DueWrites` (one per server, owned by it: its connections all run on its event loop)
+knows the writers with bytes waiting; :meth:`DueWrites.flush` writes them out. Code that is
+about to hold the loop for a while (a request run on the loop, corolla.looprunner) calls it
 first, so that answers finished earlier in the same iteration leave now rather than after it.
 """
 
@@ -22,35 +23,44 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-# Writers with a flush scheduled, per event loop (loops run in their own threads).
-_due: dict[asyncio.AbstractEventLoop, set[CoalescingWriter]] = {}
 
+class DueWrites:
+    """The writers of one server's connections that hold bytes for the end of the current
+    loop iteration (event loop thread only)."""
 
-def flush_due() -> None:
-    """Write out now what every connection of the running loop has waiting."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    writers = _due.get(loop)
-    if writers:
-        for w in list(writers):
-            w.flush()
-        writers.clear()
+    __slots__ = ("_writers",)
+
+    def __init__(self) -> None:
+        self._writers: set[CoalescingWriter] = set()
+
+    def add(self, writer: CoalescingWriter) -> None:
+        self._writers.add(writer)
+
+    def discard(self, writer: CoalescingWriter) -> None:
+        self._writers.discard(writer)
+
+    def flush(self) -> None:
+        """Write out now what every connection has waiting."""
+        if self._writers:
+            for w in list(self._writers):
+                w.flush()
+            self._writers.clear()
 
 
 class CoalescingWriter:
-    __slots__ = ("_loop", "_pending", "_scheduled", "_size", "_transport", "flush_bytes")
+    __slots__ = ("_due", "_loop", "_pending", "_scheduled", "_size", "_transport", "flush_bytes")
 
     def __init__(
         self,
         transport: asyncio.Transport,
         loop: asyncio.AbstractEventLoop,
+        due: DueWrites,
         *,
         flush_bytes: int = 256 * 1024,
     ) -> None:
         self._transport = transport
         self._loop = loop
+        self._due = due
         self._pending: list[bytes] = []
         self._size = 0
         self._scheduled = False
@@ -66,10 +76,7 @@ class CoalescingWriter:
         elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._scheduled_flush)
-            due = _due.get(self._loop)
-            if due is None:
-                due = _due[self._loop] = set()
-            due.add(self)
+            self._due.add(self)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
@@ -77,11 +84,7 @@ class CoalescingWriter:
 
     def _scheduled_flush(self) -> None:
         self._scheduled = False
-        due = _due.get(self._loop)
-        if due is not None:
-            due.discard(self)
-            if not due:
-                del _due[self._loop]  # no reference to a loop that may be closed later
+        self._due.discard(self)
         self.flush()
 
     def flush(self) -> None:

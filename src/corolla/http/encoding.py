@@ -12,7 +12,6 @@ GiB per request: past it, the request is answered 413 as an uncompressed body th
 from __future__ import annotations
 
 import asyncio
-import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -29,20 +28,21 @@ T = TypeVar("T")
 # at once each hold their Python objects (8 bodies of 32 MB of small numbers took a process to
 # 2.2 GB). The parse holds the GIL either way, so one at a time costs no throughput.
 BIG_BODY_BYTES = 1 << 20
-_big_parses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary())
 
 
-async def parse_body(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``: here for a small body, else in a thread, one such parse at a time."""
-    if size < BIG_BODY_BYTES:
-        return fn(*args)
-    loop = asyncio.get_running_loop()
-    gate = _big_parses.get(loop)
-    if gate is None:
-        gate = _big_parses[loop] = asyncio.Semaphore(1)
-    async with gate:
-        return await asyncio.to_thread(fn, *args)
+class BodyParser:
+    """Parses request bodies for the REST handlers of one server (its event loop): small ones
+    right here, big ones in a thread, one at a time."""
+
+    def __init__(self) -> None:
+        self._gate = asyncio.Semaphore(1)
+
+    async def parse(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` for a body of ``size`` bytes."""
+        if size < BIG_BODY_BYTES:
+            return fn(*args)
+        async with self._gate:
+            return await asyncio.to_thread(fn, *args)
 
 
 # Inflated request bodies larger than this are refused when the server sets no body limit

@@ -20,8 +20,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
+from corolla.http.routes import Route
 from corolla.metrics import CONTENT_TYPE
 from corolla.service import PredictionService
 
@@ -32,7 +32,7 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(json.dumps(doc), status_code=status, media_type="application/json")
 
 
-def health_routes(service: PredictionService, skip: Collection[str] = ()) -> list[BaseRoute]:
+def health_routes(service: PredictionService, skip: Collection[str] = ()) -> list[Route]:
     async def live(request: Request) -> Response:
         return _json({"live": True})
 
@@ -61,26 +61,28 @@ def health_routes(service: PredictionService, skip: Collection[str] = ()) -> lis
         ok = service.ready()
         return _json({"ready": ok}, 200 if ok else 503)
 
-    routes: list[BaseRoute] = [
-        Route("/healthz", live, methods=["GET", "HEAD"]),
-        Route("/readyz", ready, methods=["GET", "HEAD"]),
-    ]
+    get = frozenset({"GET", "HEAD"})
+    routes = [Route(api=None, path="/healthz", methods=get, handler=live),
+              Route(api=None, path="/readyz", methods=get, handler=ready)]
     if "/v2/health/live" not in skip:
-        routes.append(Route("/v2/health/live", v2_live, methods=["GET", "HEAD"]))
+        routes.append(Route(api="ServerLive", path="/v2/health/live", methods=get,
+                            handler=v2_live))
     if "/v2/health/ready" not in skip:
-        routes.append(Route("/v2/health/ready", v2_ready, methods=["GET", "HEAD"]))
+        routes.append(Route(api="ServerReady", path="/v2/health/ready", methods=get,
+                            handler=v2_ready))
     return routes
 
 
 def metrics_routes(scrape: Callable[[], Awaitable[bytes]], paths: Sequence[str]
-                   ) -> list[BaseRoute]:
+                   ) -> list[Route]:
     """``scrape``: the server's metrics text (every process's, with workers)."""
 
     async def metrics(request: Request) -> Response:
         return Response(await scrape(), media_type=CONTENT_TYPE)
 
-    return [Route(p, metrics, methods=["GET"]) for p in dict.fromkeys(paths)]
+    return [Route(api=None, path=p, methods=frozenset({"GET"}), handler=metrics)
+            for p in dict.fromkeys(paths)]
 
 
-def route_paths(routes: Sequence[BaseRoute]) -> set[str]:
-    return {p for r in routes if isinstance(p := getattr(r, "path", None), str)}
+def route_paths(routes: Sequence[Route]) -> set[str]:
+    return {r.path for r in routes}

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from corolla import frontend
 from corolla.errors import InvalidArgument
-from corolla.http.encoding import parse_body, request_body
+from corolla.http.encoding import BodyParser, request_body
+from corolla.http.routes import Handler, Route
 from corolla.protocols import kserve_v2 as codec
 from corolla.service import PredictionService
 
@@ -41,25 +41,29 @@ def _header_length(request: Request) -> int | None:
 
 
 class KServeV2Rest:
-    def __init__(self, service: PredictionService, *, server_name: str = "corolla") -> None:
+    def __init__(self, service: PredictionService, *, server_name: str = "corolla",
+                 bodies: BodyParser | None = None) -> None:
+        """``bodies``: the server's body parser (big bodies one at a time per process)."""
         self.service = service
         self.server_name = server_name
+        self.bodies = bodies or BodyParser()
 
-    def routes(self) -> list[BaseRoute]:
-        model = "/v2/models/{name}"
-        version = "/v2/models/{name}/versions/{version}"
+    def routes(self) -> list[Route]:
+        """The V2 routes for the route table (inference first: the table tries them in order)."""
+        get, post = frozenset({"GET"}), frozenset({"POST"})
+        model_apis: list[tuple[str, str, frozenset[str], Handler]] = [
+            ("ModelInfer", "/infer", post, self.infer),
+            ("ModelMetadata", "", get, self.model_metadata),
+            ("ModelReady", "/ready", get, self.model_ready),
+            ("ModelConfig", "/config", get, self.model_config),
+        ]
         return [
-            Route("/v2", self.server_metadata, methods=["GET"]),
-            Route("/v2/health/live", self.live, methods=["GET"]),
-            Route("/v2/health/ready", self.ready, methods=["GET"]),
-            Route(model, self.model_metadata, methods=["GET"]),
-            Route(version, self.model_metadata, methods=["GET"]),
-            Route(model + "/ready", self.model_ready, methods=["GET"]),
-            Route(version + "/ready", self.model_ready, methods=["GET"]),
-            Route(model + "/config", self.model_config, methods=["GET"]),
-            Route(version + "/config", self.model_config, methods=["GET"]),
-            Route(model + "/infer", self.infer, methods=["POST"]),
-            Route(version + "/infer", self.infer, methods=["POST"]),
+            *(Route(api=api, path=path + suffix, methods=methods, handler=handler)
+              for api, suffix, methods, handler in model_apis
+              for path in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")),
+            Route(api="ServerMetadata", path="/v2", methods=get, handler=self.server_metadata),
+            Route(api="ServerLive", path="/v2/health/live", methods=get, handler=self.live),
+            Route(api="ServerReady", path="/v2/health/ready", methods=get, handler=self.ready),
         ]
 
     async def server_metadata(self, request: Request) -> Response:
@@ -88,7 +92,8 @@ class KServeV2Rest:
 
     async def infer(self, request: Request) -> Response:
         body = await request_body(request)
-        req = await parse_body(len(body), codec.decode_request, body, _header_length(request))
+        req = await self.bodies.parse(len(body), codec.decode_request, body,
+                                      _header_length(request))
         result = await frontend.v2_infer(self.service, request.path_params["name"],
                                          request.path_params.get("version"), req)
         content, header_length = codec.encode_response(
@@ -99,8 +104,3 @@ class KServeV2Rest:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",
                         headers={codec.HEADER_LENGTH: str(header_length)})
-
-
-def v2_routes(service: PredictionService) -> list[BaseRoute]:
-    """The V2 REST routes, for the server's one Starlette app."""
-    return KServeV2Rest(service).routes()

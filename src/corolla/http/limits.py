@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from corolla.http.coalesce import CoalescingWriter
+from corolla.http.coalesce import CoalescingWriter, DueWrites
 from corolla.metrics import Inflight
 
 log = logging.getLogger("corolla.limits")
@@ -170,6 +170,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: float = 15.0
     body_timeout: float = 120.0
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    due_writes: DueWrites  # the server's, set by guarded_protocol
     _header_bytes = 0  # bytes of the current request's unfinished headers (about)
     _body_fed = 0  # body bytes the parser has passed on, to tell them from header bytes
 
@@ -191,7 +192,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # Everything this connection writes (responses, 408s, uvicorn's own errors) goes
         # through one writer, in order; a response's head and body leave in one write.
-        self.transport = CoalescingWriter(transport, self.loop)  # type: ignore[assignment]
+        self.transport = CoalescingWriter(  # type: ignore[assignment]
+            transport, self.loop, self.due_writes)
         self._in_headers = True
         self._phase = "headers"
         self._apply()
@@ -343,12 +345,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float,
-                     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-                     ) -> type[HttpToolsProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with these deadlines and limit."""
+                     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, *,
+                     due_writes: DueWrites) -> type[HttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with these deadlines and limit;
+    ``due_writes``: the server's (its answers held for the end of a loop iteration)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
         {"header_timeout": header_timeout, "body_timeout": body_timeout,
-         "max_header_bytes": max_header_bytes},
+         "max_header_bytes": max_header_bytes, "due_writes": due_writes},
     )

@@ -1,7 +1,8 @@
 """Outermost REST middleware: request id, request metrics, access log, draining.
 
-Pure ASGI (no BaseHTTPMiddleware): per request it parses the path once (model name and API,
-stored in ``scope["corolla.route"]`` for the middlewares inside it), sets the request id
+Pure ASGI (no BaseHTTPMiddleware): per request it matches the request once against the route
+table (corolla.http.routes; the match, with the API and the model, is stored in
+``scope["corolla.route"]`` for the middlewares and the router inside it), sets the request id
 (``X-Request-ID`` from the client when it is sane, else a new one) in the logging context and on
 the response, records TF Serving's request_count/request_latency for inference calls, writes one
 access-log record, and, once the server is draining, answers with ``Connection: close`` so that
@@ -15,23 +16,17 @@ otherwise it is derived from the HTTP status.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corolla.http.routes import RouteTable, match_once
 from corolla.logging_setup import REQUEST_ID, RequestIds
 from corolla.metrics import UNKNOWN_MODEL, Metrics
 
 access_log = logging.getLogger("corolla.access")
 
-_V1 = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/[^/:]+|/labels/[^/:]+)?"
-    r"(?::(?P<verb>predict|classify|regress)|(?P<meta>/metadata))?/?$"
-)
-_V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?(?P<op>/infer|/ready)?/?$")
-_V1_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "ModelInfer"})
 
 # HTTP status -> canonical code name, for responses that did not say which code they carry.
@@ -41,27 +36,6 @@ _STATUS_CODE = {
     415: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL",
     501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
 }  # fmt: skip
-
-
-def parse_route(path: str) -> tuple[str, str] | None:
-    """(model name, API) of a model URL of TF Serving's or KServe V2's REST API, else None."""
-    if path.startswith("/v1/models/"):
-        m = _V1.match(path)
-        if m is None:
-            return None
-        verb = m.group("verb")
-        api = (
-            _V1_API[verb] if verb else ("GetModelMetadata" if m.group("meta") else "GetModelStatus")
-        )
-        return m.group("name"), api
-    if path.startswith("/v2/models/"):
-        m = _V2.match(path)
-        if m is None:
-            return None
-        op = m.group("op")
-        api = "ModelInfer" if op == "/infer" else ("ModelReady" if op else "ModelMetadata")
-        return m.group("name"), api
-    return None
 
 
 def status_name(http_status: int) -> str:
@@ -75,12 +49,14 @@ class ObserveMiddleware:
         self,
         app: ASGIApp,
         *,
+        table: RouteTable,
         metrics: Metrics | None,
         known_model: Callable[[str], bool],
         draining: Callable[[], bool],
         access_log_enabled: bool = False,
     ) -> None:
         self.app = app
+        self.table = table
         self.metrics = metrics
         self.known_model = known_model
         self.draining = draining
@@ -100,8 +76,7 @@ class ObserveMiddleware:
         start = time.perf_counter()
         rid = self._request_id(scope["headers"])
         token = REQUEST_ID.set(rid)
-        route = parse_route(scope["path"])
-        scope["corolla.route"] = route
+        route = match_once(self.table, scope)
         rid_header = (b"x-request-id", rid.encode("ascii"))
         status = 500
         draining = self.draining
@@ -123,10 +98,11 @@ class ObserveMiddleware:
             elapsed = time.perf_counter() - start
             code = scope.get("corolla.code") or status_name(status)
             model = ""
-            if route is not None:
-                model = route[0] if self.known_model(route[0]) else UNKNOWN_MODEL
-                if self.metrics is not None and route[1] in INFERENCE_APIS:
-                    self.metrics.observe_request(model, route[1], "REST", code, elapsed)
+            api = route.api if route is not None else None
+            if route is not None and route.model is not None:
+                model = route.model if self.known_model(route.model) else UNKNOWN_MODEL
+                if self.metrics is not None and api in INFERENCE_APIS:
+                    self.metrics.observe_request(model, api, "REST", code, elapsed)
             if self.access_log:
                 client = scope.get("client")
                 access_log.info(
@@ -144,7 +120,7 @@ class ObserveMiddleware:
                         "duration_ms": round(elapsed * 1e3, 3),
                         "client": f"{client[0]}:{client[1]}" if client else "",
                         "model": model,
-                        "api": route[1] if route else "",
+                        "api": api or "",
                     },
                 )
             REQUEST_ID.reset(token)

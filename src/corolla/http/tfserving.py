@@ -15,44 +15,48 @@ import math
 import re
 from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from corolla.errors import InvalidArgument, NotFound
-from corolla.http.encoding import parse_body, request_body
+from corolla.http.encoding import BodyParser, request_body
+from corolla.http.routes import Route, route_of
 from corolla.images import sniff_format
 from corolla.protocols import tfserving_rest as codec
 from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature, top_classes
+from corolla.versions import tf_serving_version
 
-_URL = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?::(?P<verb>predict|classify|regress)|(?P<meta>/metadata))?/?$")
+# The v1 APIs, hot ones first (the table tries a path's routes in order), and their URL verbs.
+_APIS = (("Predict", ":predict", "predict"), ("Classify", ":classify", "classify"),
+         ("Regress", ":regress", "regress"), ("GetModelStatus", "", "status"),
+         ("GetModelMetadata", "/metadata", "metadata"))
+_VERB = {api: verb for api, _, verb in _APIS}
+_MODEL_PATHS = ("/v1/models/{name}", "/v1/models/{name}/versions/{version}",
+                "/v1/models/{name}/labels/{label}")
+# TF Serving parses a v1 URL, then answers a method that does not fit its verb (GET :predict,
+# POST .../metadata) as a malformed request (404): every v1 route takes all three methods and
+# the handler checks. HEAD answers as GET does, without the body (uvicorn drops it).
+_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
     return Response(codec.dumps(doc), status_code=status, media_type="application/json")
 
 
-def _parse_url(path: str, method: str) -> tuple[ModelSpec, str]:
-    m = _URL.match(path)
-    if m is None:
-        raise NotFound(f"Malformed request: {method} {path}")
-    version = m.group("version")
-    if version is not None:
-        if not version.isdigit():
-            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
-        version_num: int | None = int(version)
-    else:
-        version_num = None
-    verb = m.group("verb") or ("metadata" if m.group("meta") else "status")
-    spec = ModelSpec(name=m.group("name"), version=version_num, label=m.group("label"))
-    # HEAD answers as GET does, without the body (uvicorn drops it).
-    if (verb == "status" or verb == "metadata") != (method in ("GET", "HEAD")):
-        raise NotFound(f"Malformed request: {method} {path}")
+def _malformed(request: Request) -> NotFound:
+    return NotFound(f"Malformed request: {request.method} {request.scope['path']}")
+
+
+def _parse_url(request: Request) -> tuple[ModelSpec, str]:
+    """The request's model spec and verb, from its route in the table."""
+    match = route_of(request.scope)
+    version = match.version
+    spec = ModelSpec(name=match.model or "", label=match.label,
+                     version=None if version is None else tf_serving_version(version))
+    verb = _VERB[match.api or ""]
+    if (verb == "status" or verb == "metadata") != (request.method in ("GET", "HEAD")):
+        raise _malformed(request)
     return spec, verb
 
 
@@ -91,16 +95,25 @@ def _top_k(request: Request, doc: dict[str, Any] | None = None, form: object = N
 
 
 class TfServingRest:
-    def __init__(self, service: PredictionService) -> None:
+    def __init__(self, service: PredictionService, *, bodies: BodyParser | None = None) -> None:
+        """``bodies``: the server's body parser (big bodies one at a time per process)."""
         self.service = service
+        self.bodies = bodies or BodyParser()
 
-    def routes(self) -> list[BaseRoute]:
-        return [Route("/v1/models/{rest:path}", self.handle, methods=["GET", "POST"])]
+    def routes(self) -> list[Route]:
+        """TF Serving's REST API in the route table; any other ``/v1/models/`` path is a
+        malformed request (404)."""
+        routes = [Route(api=api, path=path + suffix, methods=_METHODS, handler=self.handle)
+                  for api, suffix, _ in _APIS for path in _MODEL_PATHS]
+        routes.append(Route(api=None, path="/v1/models/", prefix=True, methods=_METHODS,
+                            handler=self.malformed))
+        return routes
+
+    async def malformed(self, request: Request) -> Response:
+        raise _malformed(request)
 
     async def handle(self, request: Request) -> Response:
-        # The scope's path is what ``request.url.path`` gives (no root_path is mounted here),
-        # without building a URL object per request.
-        spec, verb = _parse_url(request.scope["path"], request.method)
+        spec, verb = _parse_url(request)
         if verb == "status":
             return json_response(codec.status_response(
                 self.service.statuses(spec.name, spec.version, spec.label)))
@@ -122,7 +135,7 @@ class TfServingRest:
                 "or multipart/form-data")
         body = await request_body(request)
         try:
-            doc = await parse_body(len(body), codec.loads, body)
+            doc = await self.bodies.parse(len(body), codec.loads, body)
         except InvalidArgument:
             image = sniff_format(body[:16])
             if image is None:
@@ -161,7 +174,7 @@ class TfServingRest:
                             size: int = 0) -> Response:
         _, md = self.service.metadata(spec)
         sig = find_signature(md, spec)  # before parsing: it decides the single-input shorthand
-        inputs, row = await parse_body(size, codec.parse_predict, doc, sig)
+        inputs, row = await self.bodies.parse(size, codec.parse_predict, doc, sig)
         top_k = _top_k(request, doc)
         result = await self.service.predict(spec, inputs)
         if top_k is not None and md.labels and md.scores_output:
@@ -228,9 +241,3 @@ async def _multipart_images(request: Request) -> tuple[list[bytes], str | None]:
         return images, top_k
     finally:
         await form.close()
-
-
-def as_object_array(items: list[bytes]) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
