@@ -1,9 +1,11 @@
 """The benchmark models, as Corolla version directories (``model.onnx`` + ``corolla.json``).
 
 - ``flowers``: the trained EfficientNet-Lite0 from ``src/corolla/default_model/flowers`` when it
-  exists; until then a stand-in with the same architecture, input ("images" [-1,224,224,3] NHWC
-  float32, ``(x - 127) / 128``) and output ("probabilities", 5 classes), random weights, built
-  with the ONNX helper API. Its cost is that of the real model; its answers are meaningless.
+  exists, with the graph its ``corolla.json`` serves by default (int8 since issue 25; Corolla's
+  ``--onnx_graph_variant=fp32`` serves its fp32 graph); until then a stand-in with the same
+  architecture, input ("images" [-1,224,224,3] NHWC float32, ``(x - 127) / 128``) and output
+  ("probabilities", 5 classes), random weights, built with the ONNX helper API. Its cost is
+  that of the real model; its answers are meaningless.
 - ``cnn``: the TensorFlow image-classification tutorial's CNN (Conv 16/32/64 3x3 same + 2x2 max
   pool, Dense 128, 5 classes) over 180x180 photos scaled to [0, 1]; random weights.
 - ``tiny``: a 4-feature MLP (4 -> 16 -> 3, softmax), to measure pure server overhead.
@@ -239,7 +241,11 @@ def build_models(work: Path, repo: Path, flowers_dir: Path | None = None) -> dic
         if base.exists():
             shutil.rmtree(base)
         shutil.copytree(src, base / "1")
-        info["flowers"] = {"base_path": str(base), "source": f"trained model copied from {src}"}
+        md = read_metadata(base / "1")
+        variant = f", graph variant {md.default_variant}" if md.default_variant else ""
+        # Every server (Corolla, the limit, the peers) runs the graph corolla.json names.
+        info["flowers"] = {"base_path": str(base), "graph": md.graph,
+                           "source": f"trained model copied from {src} ({md.graph}{variant})"}
     else:
         pre = ImagePreprocessing(input="images", height=224, width=224, resize="squash",
                                  scale=1.0, mean=(127.0,) * 3, std=(128.0,) * 3)

@@ -204,6 +204,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     from corolla.storage.flags import add_storage_arguments
 
     add_storage_arguments(o)  # --model_cache_*, --prediction_cache* (docs/storage.md)
+    o.add_argument("--tuning_cache_dir", default=None,
+                   help="batch-size measurements of each model file on this machine, kept so "
+                        "that a restart is ready sooner; a changed model file is measured again "
+                        "(default $XDG_CACHE_HOME/corolla/tuning; empty: measure at every load)")
     o.add_argument("--allowed_model_roots", default="",
                    help="comma-separated directories that every model base path and version "
                         "directory must resolve into")
@@ -344,6 +348,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
     from corolla.metrics import parse_monitoring_config
     from corolla.storage.flags import storage_options
     from corolla.tls import load_ssl_config_file, load_tls_files
+    from corolla.tunecache import default_tune_cache_dir
     from corolla.warmup import WarmupOptions
 
     metrics_paths = ["/metrics"] if args.enable_metrics else []
@@ -394,6 +399,8 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
                                 iterations=max(1, args.num_request_iterations_for_warmup)),
         "allowed_model_roots": roots,
         **storage_options(args, models),
+        "tune_cache_dir": (default_tune_cache_dir() if args.tuning_cache_dir is None
+                           else args.tuning_cache_dir),
     }
 
 
@@ -483,7 +490,14 @@ DEMO_DESCRIPTION = (
     "without training.")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Modules that add more commands (each has register(subparsers)).
+COMMAND_MODULES = ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli",
+                   "corolla.storage.cli")
+
+
+def build_parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``serve_only``: without the commands of COMMAND_MODULES, whose
+    imports (the clients, training, storage) cost a starting server ~0.3 s and it needs none."""
     parser = argparse.ArgumentParser(prog="corolla", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-V", action="version", version=f"corolla {__version__}",
@@ -504,8 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=64,
                       help="input height and width in pixels (default 64)")
     demo.set_defaults(func=cmd_demo_model)
-    for module in ("corolla.training.cli", "corolla.client_cli", "corolla.convert_cli",
-                   "corolla.storage.cli"):
+    for module in () if serve_only else COMMAND_MODULES:
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:
@@ -520,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not argv or (argv[0].startswith("--") and argv[0] not in ("--help", "-h")):
         argv = ["serve", *argv]  # tensorflow_model_server style: flags only
-    parser = build_parser()
+    parser = build_parser(serve_only=argv[0] == "serve")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

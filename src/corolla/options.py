@@ -64,6 +64,8 @@ class ServerOptions:
     model_cache_max_bytes: int = 0
     # Answers of deterministic versions, keyed by their inputs (corolla.prediction_cache).
     prediction_cache: PredictionCacheOptions | None = None
+    # Load-time batch-size measurements per model file and machine (corolla.tunecache); "": none.
+    tune_cache_dir: str = ""
     runtimes_extra: tuple[Runtime, ...] = ()
     # Processes serving the REST and gRPC APIs on their ports (corolla.workers); 1: this
     # process only.

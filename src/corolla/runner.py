@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from corolla.autotune import tune_max_batch_size
+from corolla.autotune import TuneResult, tune_max_batch_size
 from corolla.batching import Batcher, BatchHook, BatchingOptions, parse_batching_parameters
 from corolla.errors import CorollaError, DeadlineExceeded, Internal, ResourceExhausted
 from corolla.looprunner import LoopRunner
 from corolla.runplan import INLINE_WHOLE_MAX_MS, Mode, RunPlan, plan_for, tune_limit
-from corolla.runtimes.base import Servable
+from corolla.runtimes.base import HasTuningIdentity, Servable
 from corolla.tensors import Tensors
+from corolla.tunecache import TuneCache
 
 log = logging.getLogger("corolla.runner")
 
@@ -227,12 +228,13 @@ def _rows(inputs: Tensors) -> int:
 
 def compose_runner(servable: Servable, path: Path, *, batching: BatchingOptions | None,
                    inline_requests: bool, executor: Executor, loop_runner: LoopRunner,
-                   hooks: RunHooks | None = None, name: str = "", version: int = 0
-                   ) -> VersionRunner:
+                   hooks: RunHooks | None = None, name: str = "", version: int = 0,
+                   tune_cache: TuneCache | None = None) -> VersionRunner:
     """Plan and compose a loading version's runner (in a loader thread, before AVAILABLE).
 
     As with TF Serving's --enable_per_model_batching_parameters, a version directory may hold
-    its own ``batching_params.pbtxt``; it applies when batching is enabled.
+    its own ``batching_params.pbtxt``; it applies when batching is enabled. ``tune_cache``
+    keeps the measurements of a model file on this machine across restarts.
     """
     per_model = None
     if batching is not None and (path / PER_MODEL_BATCHING_FILE).is_file():
@@ -240,7 +242,23 @@ def compose_runner(servable: Servable, path: Path, *, batching: BatchingOptions 
             (path / PER_MODEL_BATCHING_FILE).read_text(encoding="utf-8"))
     limit = tune_limit(batching=batching, per_model=per_model is not None,
                        inline_requests=inline_requests)
-    tuned = tune_max_batch_size(servable, limit=limit) if limit is not None else None
+    tuned = None
+    if limit is not None:
+        cap = limit
+
+        def measure() -> TuneResult | None:
+            return tune_max_batch_size(servable, limit=cap)
+
+        if tune_cache is None:
+            tuned = measure()
+        else:
+            identity = (servable.tuning_identity()
+                        if isinstance(servable, HasTuningIdentity) else None)
+            tuned, cached = tune_cache.get_or_measure(identity, limit, measure,
+                                                      describe=f"{name} {version} {path}")
+            if cached:
+                log.info("model %s version %d: batch sizes measured before on this machine "
+                         "(tuning cache %s)", name, version, tune_cache.directory)
     plan = plan_for(batching=batching, per_model=per_model, inline_requests=inline_requests,
                     tuned=tuned)
     _log_plan(name, version, plan, inline_requests)

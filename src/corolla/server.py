@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client.metrics_core import Metric
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -127,7 +126,9 @@ class CorollaServer:
                                               thread_name_prefix="decode")
         n_infer = options.batching.num_batch_threads if options.batching else cores
         self.infer_pool = ThreadPoolExecutor(n_infer, thread_name_prefix="infer")
-        self.load_pool = ThreadPoolExecutor(2, thread_name_prefix="load")
+        # Versions load side by side, one per core (at least two: a slow one must not hold up
+        # the rest): ten models are ready in about the time one core takes for five.
+        self.load_pool = ThreadPoolExecutor(max(2, cores), thread_name_prefix="load")
         activity = Activity()  # requests in flight: the runtimes' solo sessions read it
         from corolla.storage.source import StorageSources
 
@@ -147,7 +148,8 @@ class CorollaServer:
             options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
                                    default_timeout=options.rest_api_timeout_in_ms / 1000,
                                    max_decoded_image_bytes=options.max_decoded_image_bytes,
-                                   inline_requests=options.inline_requests),
+                                   inline_requests=options.inline_requests,
+                                   tune_cache_dir=options.tune_cache_dir),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
             activity=activity, run_hooks=self._run_hooks,
             warmup=warmup_hook(options.warmup, self.metrics),
@@ -250,6 +252,8 @@ class CorollaServer:
                 app, self.keys, table=table, open_paths=self.open_paths(),
                 open_apis=frozenset({"ModelReady"}) if opts.auth_open_health else frozenset())
         if opts.rest_api_enable_cors_support or opts.cors_allowed_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
             app = CORSMiddleware(
                 app, allow_origins=list(opts.cors_allowed_origins) or ["*"],
                 allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
@@ -342,6 +346,10 @@ class CorollaServer:
         sock.listen(2048)
         sock.setblocking(False)
         self.rest_port = sock.getsockname()[1]
+        if self.worker is None:
+            # Models load (loader threads) while the REST and gRPC servers are built: a
+            # restart is ready sooner (benchmarks/startup.py).
+            await self.manager.set_configs(list(opts.models))
         limits = opts.http_limits
         tls_factory = None
         if opts.rest_tls is not None:
@@ -353,6 +361,7 @@ class CorollaServer:
             self.rest_app(), lifespan="off", access_log=False, log_config=None,
             timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
             timeout_keep_alive=75, loop="none", server_header=False,
+            ws="none",  # no WebSocket routes: and "auto" imports a WebSocket library
             http=guarded_protocol(limits.header_timeout, limits.body_timeout,
                                   limits.max_header_bytes, due_writes=self.due_writes),
             ssl_context_factory=tls_factory)
@@ -384,7 +393,6 @@ class CorollaServer:
                 port=self.rest_port, grpc_port=self.grpc_port if self._grpc is not None else -1)
             self.metrics.add_source(self._workers_gauge)
             await self.pool.start()
-        await self.manager.set_configs(list(opts.models))
         self._tasks.append(asyncio.create_task(
             self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
             name="fs-poll"))

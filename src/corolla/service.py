@@ -41,6 +41,7 @@ from corolla.repository.serving_map import LoadedVersion
 from corolla.runner import RunHooks, VersionRunner, compose_runner
 from corolla.runtimes.base import Activity
 from corolla.tensors import Tensors, format_shape, numpy_dtype, shape_matches
+from corolla.tunecache import TuneCache
 
 if TYPE_CHECKING:
     from corolla.repository.serving_map import Answer
@@ -103,6 +104,9 @@ class ServiceOptions:
     # Run cheap unbatched models' whole requests on the event loop (see INLINE_WHOLE_MAX_MS):
     # the server turns this on where a process has one core (--inline_requests=auto).
     inline_requests: bool = False
+    # Load-time batch-size measurements kept here across restarts (corolla.tunecache); "":
+    # measured at every load.
+    tune_cache_dir: str = ""
 
 
 class PredictionService:
@@ -125,6 +129,7 @@ class PredictionService:
         self._run_hooks = run_hooks
         self._warmup = warmup
         self._wrap_answer = wrap_answer
+        self._tune_cache = TuneCache(options.tune_cache_dir) if options.tune_cache_dir else None
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
         # Decoding and inference on the event loop, for plans that run there (corolla.runplan).
@@ -150,7 +155,7 @@ class PredictionService:
             inline_requests=self.options.inline_requests, executor=self._infer,
             loop_runner=self.loop_runner,
             hooks=self._run_hooks(loaded) if self._run_hooks is not None else None,
-            name=loaded.name, version=loaded.version)
+            name=loaded.name, version=loaded.version, tune_cache=self._tune_cache)
         answer: Answer = functools.partial(self._compute, loaded, loaded.runner)
         loaded.answer = answer if self._wrap_answer is None else self._wrap_answer(loaded, answer)
         if self._warmup is not None:

@@ -38,6 +38,14 @@ class HasSoloStats(Protocol):
         ...
 
 
+@runtime_checkable
+class HasTuningIdentity(Protocol):
+    """A servable that can say what its load-time measurements depend on (its graph file and
+    how it runs it), so they can be kept across restarts (corolla.tunecache)."""
+
+    def tuning_identity(self) -> str: ...
+
+
 class Runtime(Protocol):
     platform: str
 

@@ -173,6 +173,7 @@ class OnnxServable:
         metadata = read_metadata(path) if has_metadata else None
         file = metadata.graph_file(options.graph_variant) if metadata else ONNX_FILE
         graph = path / file
+        self._graph, self._options = graph, options
         # The variant served, for logs and status: its name where the version names variants.
         self.graph_variant = next(
             (k for k, v in (metadata.graph_variants if metadata else {}).items() if v == file),
@@ -255,6 +256,14 @@ class OnnxServable:
         self._session = None
         self._solo = None
         self._choice = None
+
+    def tuning_identity(self) -> str:
+        """The graph file and how it runs: what load-time measurements depend on."""
+        from corolla.tunecache import file_identity
+
+        o = self._options
+        return (f"onnx:{file_identity(self._graph)}:intra={o.intra_op_threads}:"
+                f"inter={o.inter_op_threads}:opt={o.graph_optimization}")
 
     @property
     def has_solo_session(self) -> bool:
