@@ -131,10 +131,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime threads for a request the process serves alone, in a "
                         "second session per version (0: the process's cores when inferences "
                         "run on one thread each; 1: no second session)")
-    c.add_argument("--onnx_graph_variant", default="auto",
-                   help="which graph of a version to serve where its corolla.json names "
-                        "several (graph_variants: fp32, int8...); auto: the version's default "
-                        "(the embedded model: int8). A version with one graph serves it")
+    c.add_argument("--onnx_graph_variant", default="auto", help="which graph to serve of a "
+                   "version that names several (fp32, int8...); auto: the version's default "
+                   "(the embedded model: int8)")
     c.add_argument("--batch_dispatch", default="eager", choices=["eager", "timeout"],
                    help="eager: an idle batch thread takes the open batch at once; "
                         "timeout: TF Serving's wait for a full batch or the timeout")
@@ -204,10 +203,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     from corolla.storage.flags import add_storage_arguments
 
     add_storage_arguments(o)  # --model_cache_*, --prediction_cache* (docs/storage.md)
-    o.add_argument("--tuning_cache_dir", default=None,
-                   help="batch-size measurements of each model file on this machine, kept so "
-                        "that a restart is ready sooner; a changed model file is measured again "
-                        "(default $XDG_CACHE_HOME/corolla/tuning; empty: measure at every load)")
+    o.add_argument("--tuning_cache_dir", default=None, help="batch-size measurements per model "
+                   "file and machine, kept for restarts (default $XDG_CACHE_HOME/corolla/tuning;"
+                   " empty: measure at every load)")
     o.add_argument("--allowed_model_roots", default="",
                    help="comma-separated directories that every model base path and version "
                         "directory must resolve into")
@@ -277,10 +275,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         cors_allowed_origins=origins, batching=batching,
-        onnx=OnnxOptions(intra_op_threads=intra,
-                         solo_threads=args.onnx_solo_threads
-                         or (per_process if intra == 1 else 1),
-                         graph_variant=args.onnx_graph_variant.strip() or "auto"),
+        onnx=OnnxOptions(intra_op_threads=intra, graph_variant=args.onnx_graph_variant or "auto",
+                         solo_threads=args.onnx_solo_threads or (per_process if intra == 1 else 1)),
         tensorflow=TensorflowOptions(
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,
@@ -496,8 +492,7 @@ COMMAND_MODULES = ("corolla.training.cli", "corolla.client_cli", "corolla.conver
 
 
 def build_parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; ``serve_only``: without the commands of COMMAND_MODULES, whose
-    imports (the clients, training, storage) cost a starting server ~0.3 s and it needs none."""
+    """``serve_only``: without COMMAND_MODULES (their imports cost a starting server ~0.3 s)."""
     parser = argparse.ArgumentParser(prog="corolla", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-V", action="version", version=f"corolla {__version__}",
