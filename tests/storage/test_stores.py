@@ -138,3 +138,24 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CorollaError) as e:
         open_store("s3://bucket/models/m")
     assert "corolla[s3]" in e.value.message and "\n" not in e.value.message
+
+
+def test_messages_never_show_credentials() -> None:
+    from corolla.storage.uri import redact
+
+    assert redact("redis://user:s3cret@host:6379/0/m") == "redis://user:***@host:6379/0/m"
+    assert redact("rediss://:s3cret@host/m") == "rediss://:***@host/m"
+    assert redact("https://h/m.tar.gz?X-Amz-Signature=abc") == "https://h/m.tar.gz?…"
+    assert redact("s3://bucket/models") == "s3://bucket/models"
+
+
+def test_redis_error_messages_hide_the_password() -> None:
+    from storage_servers import free_port
+
+    from corolla.storage.redis_store import RedisStore
+
+    store = RedisStore(f"redis://user:s3cret@127.0.0.1:{free_port()}/0/m")
+    with pytest.raises(CorollaError) as e:
+        store.list_versions()
+    assert "s3cret" not in e.value.message and "user:***@" in e.value.message
+    assert e.value.code == Code.UNAVAILABLE

@@ -135,9 +135,9 @@ class Manager:
                         cfg.base_path, cfg.version_policy):
                     # A new source; what it offers replaces what is served, availability-
                     # preserving (a version it offers from another directory is reloaded).
-                    if old.config.base_path != cfg.base_path:
-                        log.info("model %s: base path changed from %s to %s", name,
-                                 old.config.base_path, cfg.base_path)
+                    if old.config.base_path != cfg.base_path:  # (URIs may hold secrets)
+                        log.info("model %s: base path changed: its versions come from the new "
+                                 "one once they load", name)
                     old.source.close()
                     old.source = self._new_source(cfg)
                     old.polled, old.pending = False, {}

@@ -81,6 +81,7 @@ class RemoteVersion:
 
 class Store(Protocol):
     uri: str
+    name: str  # the URI for messages: credentials and signed query strings removed
 
     def list_versions(self) -> dict[int, RemoteVersion]:
         """Every version under the base path. An empty or missing base path raises

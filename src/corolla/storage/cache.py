@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from corolla.errors import ResourceExhausted
-from corolla.storage.uri import store_key
+from corolla.storage.uri import redact, store_key
 
 log = logging.getLogger("corolla.storage.cache")
 
@@ -111,7 +111,7 @@ class ModelCache:
                 nbytes = sum(p.stat().st_size for p in (tmp / str(version)).rglob("*")
                              if p.is_file())
                 (tmp / COMPLETE).write_text(json.dumps(
-                    {"uri": _redacted(uri), "version": version, "bytes": nbytes}))
+                    {"uri": redact(uri), "version": version, "bytes": nbytes}))
                 if entry.exists():  # a copy that never completed (a crash): replace it
                     shutil.rmtree(entry)
                 os.rename(tmp, entry)
@@ -169,7 +169,7 @@ class ModelCache:
                 removed.append(entry)
         if removed:
             log.info("model cache: removed %d unused version(s) of %s", len(removed),
-                     _redacted(uri))
+                     redact(uri))
         return removed
 
     def _entries(self, store: Path) -> list[Path]:
@@ -237,13 +237,3 @@ def _entry_bytes(entry: Path) -> int | None:
         return int(json.loads((entry / COMPLETE).read_text())["bytes"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _redacted(uri: str) -> str:
-    """The URI without a password (redis://user:secret@host)."""
-    head, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        creds, _, host = rest.partition("@")
-        user = creds.split(":", 1)[0]
-        return f"{head}://{user}:***@{host}"
-    return uri

@@ -38,7 +38,7 @@ class GcsStore(ObjectStore):
             else:
                 client = storage.Client()
         except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
-            raise StoreUnavailable(f"{self.uri}: no Google Cloud credentials: {exc}") from exc
+            raise StoreUnavailable(f"{self.name}: no Google Cloud credentials: {exc}") from exc
         self._client: Any = client
         self._bucket: Any = client.bucket(self.bucket)
 
@@ -46,8 +46,8 @@ class GcsStore(ObjectStore):
         from google.api_core import exceptions as gexc
 
         if isinstance(exc, gexc.NotFound):
-            return StoreNotFound(f"{self.uri}: {what}: not found")
-        return StoreUnavailable(f"{self.uri}: {what}: {exc}")
+            return StoreNotFound(f"{self.name}: {what}: not found")
+        return StoreUnavailable(f"{self.name}: {what}: {exc}")
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

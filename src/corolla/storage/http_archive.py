@@ -33,6 +33,7 @@ from corolla.storage.base import (
     StoreUnavailable,
     version_name,
 )
+from corolla.storage.uri import redact
 
 TIMEOUT = 30.0
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -41,8 +42,10 @@ SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 class HttpArchiveStore:
     def __init__(self, uri: str, state_dir: Path) -> None:
         if not uri.split("?")[0].endswith(SUFFIXES):
-            raise InvalidArgument(f"{uri}: an HTTP base path is an archive ({', '.join(SUFFIXES)})")
+            raise InvalidArgument(f"{redact(uri)}: an HTTP base path is an archive "
+                                  f"({', '.join(SUFFIXES)})")
         self.uri = uri
+        self.name = redact(uri)  # for messages: no credentials, no signed query
         self.state_dir = state_dir
         self._is_zip = uri.split("?")[0].endswith(".zip")
 
@@ -56,10 +59,10 @@ class HttpArchiveStore:
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code in (404, 410):
-                raise StoreNotFound(f"{self.uri}: HTTP {exc.code}") from exc
-            raise StoreUnavailable(f"{self.uri}: HTTP {exc.code} {exc.reason}") from exc
+                raise StoreNotFound(f"{self.name}: HTTP {exc.code}") from exc
+            raise StoreUnavailable(f"{self.name}: HTTP {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise StoreUnavailable(f"{self.uri}: {getattr(exc, 'reason', exc)}") from exc
+            raise StoreUnavailable(f"{self.name}: {getattr(exc, 'reason', exc)}") from exc
 
     def _tag(self, headers: Any) -> str:
         tag = headers.get("ETag") or ""
@@ -101,9 +104,9 @@ class HttpArchiveStore:
                 try:
                     shutil.copyfileobj(resp, out, 1 << 20)
                 except OSError as exc:
-                    raise StoreUnavailable(f"{self.uri}: download failed: {exc}") from exc
+                    raise StoreUnavailable(f"{self.name}: download failed: {exc}") from exc
             if length is not None and part.stat().st_size != int(length):
-                raise StoreUnavailable(f"{self.uri}: got {part.stat().st_size} of {length} "
+                raise StoreUnavailable(f"{self.name}: got {part.stat().st_size} of {length} "
                                        "bytes")
             version, files = self._inspect(part)
             os.replace(part, self._archive_path(got_tag))
@@ -136,12 +139,12 @@ class HttpArchiveStore:
                     if m.isdir():
                         continue
                     if not m.isfile():
-                        raise DataLoss(f"{self.uri}: {m.name} is a link or a device; "
+                        raise DataLoss(f"{self.name}: {m.name} is a link or a device; "
                                        "archives may hold regular files only")
                     out.append((m.name, m.size))
                 return out
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise DataLoss(f"{self.uri}: not a readable archive: {exc}") from exc
+            raise DataLoss(f"{self.name}: not a readable archive: {exc}") from exc
 
     def _inspect(self, archive: Path) -> tuple[int, list[tuple[str, int]]]:
         members = [(n.removeprefix("./"), s) for n, s in self._members(archive)]
@@ -161,18 +164,18 @@ class HttpArchiveStore:
                 if rel == "corolla.json":
                     files.append((rel, size))
                     continue
-                raise DataLoss(f"{self.uri}: member {name!r} leaves the version directory"
+                raise DataLoss(f"{self.name}: member {name!r} leaves the version directory"
                                ) from None
             files.append((rel, size))
         if not files:
-            raise DataLoss(f"{self.uri}: the archive is empty")
+            raise DataLoss(f"{self.name}: the archive is empty")
         return version, files
 
     def _open_member(self, version: RemoteVersion, name: str) -> tuple[Any, IO[bytes]]:
         tag = version.files[0].etag if version.files else ""
         archive = self._archive_path(tag)
         if not archive.exists():
-            raise StoreNotFound(f"{self.uri}: the archive changed; list again")
+            raise StoreNotFound(f"{self.name}: the archive changed; list again")
         strip = f"{version.version}/"
         if self._is_zip:
             z = zipfile.ZipFile(archive)
@@ -185,7 +188,7 @@ class HttpArchiveStore:
         f = t.extractfile(found) if found is not None else None
         if f is None:
             t.close()
-            raise StoreNotFound(f"{self.uri}: no {name} in the archive")
+            raise StoreNotFound(f"{self.name}: no {name} in the archive")
         return t, f
 
     def download(self, version: RemoteVersion, name: str, dest: Path,
@@ -200,22 +203,22 @@ class HttpArchiveStore:
         except CorollaError:
             raise
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
-            raise DataLoss(f"{self.uri}: extracting {name}: {exc}") from exc
+            raise DataLoss(f"{self.name}: extracting {name}: {exc}") from exc
 
     def read_bytes(self, version: int, name: str) -> bytes:
         listing = self.list_versions()
         if version not in listing:
-            raise StoreNotFound(f"{self.uri}: no version {version}")
+            raise StoreNotFound(f"{self.name}: no version {version}")
         holder, src = self._open_member(listing[version], name)
         with holder, src:
             return bytes(src.read())
 
     def publish(self, version: int | None, source_dir: Path, files: Iterable[str],
                 metadata: bytes | None, progress: Progress | None = None) -> int:
-        raise FailedPrecondition(f"{self.uri}: HTTP archives are read-only")
+        raise FailedPrecondition(f"{self.name}: HTTP archives are read-only")
 
     def delete_version(self, version: int) -> None:
-        raise FailedPrecondition(f"{self.uri}: HTTP archives are read-only")
+        raise FailedPrecondition(f"{self.name}: HTTP archives are read-only")
 
     def watch(self, notify: Callable[[], None]) -> None:
         pass

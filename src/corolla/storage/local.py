@@ -26,16 +26,16 @@ from corolla.storage.base import (
 
 class LocalStore:
     def __init__(self, path: str) -> None:
-        self.uri = path
+        self.uri = self.name = path
         self.root = Path(path)
 
     def list_versions(self) -> dict[int, RemoteVersion]:
         try:
             entries = [e for e in os.scandir(self.root) if is_version_name(e.name) and e.is_dir()]
         except FileNotFoundError as exc:
-            raise StoreNotFound(f"{self.uri}: no such directory") from exc
+            raise StoreNotFound(f"{self.name}: no such directory") from exc
         except OSError as exc:
-            raise StoreUnavailable(f"{self.uri}: {exc.strerror or exc}") from exc
+            raise StoreUnavailable(f"{self.name}: {exc.strerror or exc}") from exc
         out = {}
         for e in entries:
             files = []
@@ -55,7 +55,7 @@ class LocalStore:
         try:
             return self._path(version, name).read_bytes()
         except FileNotFoundError as exc:
-            raise StoreNotFound(f"{self.uri}: no {version}/{name}") from exc
+            raise StoreNotFound(f"{self.name}: no {version}/{name}") from exc
 
     def download(self, version: RemoteVersion, name: str, dest: Path,
                  progress: Progress | None = None) -> None:
@@ -63,7 +63,7 @@ class LocalStore:
         try:
             shutil.copyfile(src, dest)
         except FileNotFoundError as exc:
-            raise StoreNotFound(f"{self.uri}: no {version.version}/{name}") from exc
+            raise StoreNotFound(f"{self.name}: no {version.version}/{name}") from exc
         if progress is not None:
             progress(dest.stat().st_size)
 
@@ -93,7 +93,7 @@ class LocalStore:
     def delete_version(self, version: int) -> None:
         path = self.root / str(version)
         if not path.is_dir():
-            raise StoreNotFound(f"{self.uri}: no version {version}")
+            raise StoreNotFound(f"{self.name}: no version {version}")
         # Renamed away first: a polling server stops seeing it at once, never half-deleted.
         doomed = self.root / f".deleting-{version}-{uuid.uuid4().hex}"
         os.rename(path, doomed)

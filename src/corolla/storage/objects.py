@@ -42,6 +42,7 @@ class ObjectStore(abc.ABC):
 
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/")
+        self.name = self.uri  # for messages (no credentials in s3:// or gs:// URIs)
         self.bucket, self.prefix = split_bucket(self.uri, self.scheme)
 
     # ---- primitives ------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class ObjectStore(abc.ABC):
                 continue  # other objects, staging names, "directory" markers
             files.setdefault(version, []).append(RemoteFile(name=name, size=size, etag=etag))
         if not seen_any:
-            raise StoreNotFound(f"{self.uri}: no objects under this base path")
+            raise StoreNotFound(f"{self.name}: no objects under this base path")
         return {v: RemoteVersion(version=v, files=tuple(fs)) for v, fs in files.items()}
 
     def read_bytes(self, version: int, name: str) -> bytes:
@@ -115,7 +116,7 @@ class ObjectStore(abc.ABC):
         # corolla.json first: readers stop seeing a complete version before files go.
         keys = [k for k, _s, _e in self._list(f"{self._base()}{version}/")]
         if not keys:
-            raise StoreNotFound(f"{self.uri}: no version {version}")
+            raise StoreNotFound(f"{self.name}: no version {version}")
         meta = self.key(version, METADATA_FILE)
         if meta in keys:
             self._delete([meta])

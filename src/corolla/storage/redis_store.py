@@ -37,6 +37,7 @@ from corolla.storage.base import (
     check_new_version,
     missing_extra,
 )
+from corolla.storage.uri import redact
 
 log = logging.getLogger("corolla.storage.redis")
 
@@ -63,6 +64,7 @@ def parse_redis_uri(uri: str) -> tuple[str, str]:
 class RedisStore:
     def __init__(self, uri: str, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.uri = uri.rstrip("/")
+        self.name = redact(self.uri)  # for messages: no password
         url, self.prefix = parse_redis_uri(self.uri)
         try:
             import redis
@@ -91,7 +93,7 @@ class RedisStore:
         except CorollaError:
             raise
         except self._redis_mod.exceptions.RedisError as exc:
-            raise StoreUnavailable(f"{self.uri}: {what}: {exc}") from exc
+            raise StoreUnavailable(f"{self.name}: {what}: {exc}") from exc
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -105,14 +107,14 @@ class RedisStore:
             for f in doc["files"]:
                 str(f["name"]), int(f["size"]), str(f["sha256"]), list(f["chunks"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataLoss(f"{self.uri}: version {version}: malformed manifest ({exc})") from exc
+            raise DataLoss(f"{self.name}: version {version}: malformed manifest ({exc})") from exc
         return dict(doc)
 
     def list_versions(self) -> dict[int, RemoteVersion]:
         members = self._call("listing", self._client.smembers, self._k("versions"))
         versions = sorted(int(m) for m in members if m.isdigit() and int(m) > 0)
         if not versions:
-            raise StoreNotFound(f"{self.uri}: no versions under this prefix")
+            raise StoreNotFound(f"{self.name}: no versions under this prefix")
         raws = self._call("listing", self._client.mget,
                           [self._k(v, "manifest") for v in versions])
         out: dict[int, RemoteVersion] = {}
@@ -130,11 +132,11 @@ class RedisStore:
     def _entry(self, version: RemoteVersion, name: str) -> tuple[str, int, dict[str, Any]]:
         doc = self._manifests.get((version.version, version.fingerprint))
         if doc is None:
-            raise StoreNotFound(f"{self.uri}: version {version.version} changed; list again")
+            raise StoreNotFound(f"{self.name}: version {version.version} changed; list again")
         for index, f in enumerate(doc["files"]):
             if f["name"] == name:
                 return str(doc["upload"]), index, f
-        raise StoreNotFound(f"{self.uri}: version {version.version} has no file {name}")
+        raise StoreNotFound(f"{self.name}: version {version.version} has no file {name}")
 
     def _chunks(self, version: RemoteVersion, name: str) -> Iterable[bytes]:
         upload, index, f = self._entry(version, name)
@@ -142,10 +144,10 @@ class RedisStore:
             data = self._call(f"get {name}", self._client.get,
                               self._k(version.version, upload, index, i))
             if data is None:
-                raise DataLoss(f"{self.uri}: version {version.version}: {name} chunk {i} "
+                raise DataLoss(f"{self.name}: version {version.version}: {name} chunk {i} "
                                "is missing")
             if hashlib.sha256(data).hexdigest() != want:
-                raise DataLoss(f"{self.uri}: version {version.version}: {name} chunk {i} "
+                raise DataLoss(f"{self.name}: version {version.version}: {name} chunk {i} "
                                "does not match its checksum")
             yield data
 
@@ -160,7 +162,7 @@ class RedisStore:
     def read_bytes(self, version: int, name: str) -> bytes:
         listing = self.list_versions()
         if version not in listing:
-            raise StoreNotFound(f"{self.uri}: no version {version}")
+            raise StoreNotFound(f"{self.name}: no version {version}")
         return b"".join(self._chunks(listing[version], name))
 
     # ---- writing -----------------------------------------------------------------------------
@@ -267,7 +269,7 @@ class RedisStore:
     def delete_version(self, version: int) -> None:
         listing = self.list_versions()
         if version not in listing:
-            raise StoreNotFound(f"{self.uri}: no version {version}")
+            raise StoreNotFound(f"{self.name}: no version {version}")
         doc = self._manifests[(version, listing[version].fingerprint)]
         with self._client.pipeline(transaction=True) as pipe:
             pipe.srem(self._k("versions"), version)

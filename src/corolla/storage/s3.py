@@ -41,9 +41,9 @@ class S3Store(ObjectStore):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             message = exc.response.get("Error", {}).get("Message", "") or code
             if code in _NOT_FOUND:
-                return StoreNotFound(f"{self.uri}: {what}: not found ({code})")
-            return StoreUnavailable(f"{self.uri}: {what}: {code}: {message}")
-        return StoreUnavailable(f"{self.uri}: {what}: {exc}")
+                return StoreNotFound(f"{self.name}: {what}: not found ({code})")
+            return StoreUnavailable(f"{self.name}: {what}: {code}: {message}")
+        return StoreUnavailable(f"{self.name}: {what}: {exc}")
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -86,7 +86,7 @@ class S3Store(ObjectStore):
         errors = resp.get("Errors") or []
         if errors:
             first = errors[0]
-            raise StoreUnavailable(f"{self.uri}: delete {first.get('Key')}: "
+            raise StoreUnavailable(f"{self.name}: delete {first.get('Key')}: "
                                    f"{first.get('Code')}: {first.get('Message')}")
 
     def close(self) -> None:

@@ -41,9 +41,9 @@ from corolla.repository.source import (
 )
 from corolla.storage import transfer
 from corolla.storage.base import RemoteVersion, Store, StoreUnavailable
-from corolla.storage.cache import ModelCache, _redacted
+from corolla.storage.cache import ModelCache
 from corolla.storage.stats import StorageStats
-from corolla.storage.uri import is_remote, open_store
+from corolla.storage.uri import is_remote, open_store, redact
 
 log = logging.getLogger("corolla.storage")
 
@@ -109,18 +109,18 @@ class RemoteSource:
     def poll_once(self) -> Listing:
         with self._lock:
             if self._closed:
-                raise SourceError(f"{_redacted(self.store.uri)}: source closed")
+                raise SourceError(f"{redact(self.store.uri)}: source closed")
             if self._backoff.error is not None and time.monotonic() < self._backoff.retry_at:
                 raise self._backoff.error
             try:
                 listed = self.store.list_versions()
-            except CorollaError as exc:
-                err = SourceError(f"{_redacted(self.store.uri)}: {exc.message}")
+            except CorollaError as exc:  # the store's message names it (redacted)
+                err = SourceError(exc.message)
                 self._backoff.fail(err)
                 self.stats.listing(self.name, ok=False)
                 raise err from exc
             except Exception as exc:  # a client-library bug: never an empty list
-                err = SourceError(f"{_redacted(self.store.uri)}: listing failed: {exc!r}")
+                err = SourceError(f"{redact(self.store.uri)}: listing failed: {exc!r}")
                 self._backoff.fail(err)
                 self.stats.listing(self.name, ok=False)
                 raise err from exc
@@ -220,7 +220,7 @@ class RemoteSource:
         self.stats.download(self.name, ok=True, nbytes=moved[0])
         if moved[0]:
             log.info("model %s version %d: downloaded and verified %d bytes from %s in %.2fs",
-                     self.name, v, moved[0], _redacted(self.store.uri),
+                     self.name, v, moved[0], redact(self.store.uri),
                      time.perf_counter() - start)
         return path
 

@@ -62,7 +62,7 @@ def plan(store: Store, rv: RemoteVersion) -> Plan:
     """
     publishing = rv.file(PUBLISHING_MARKER) is not None
     if publishing and not rv.has_metadata:
-        raise BeingPublished(f"{store.uri}: version {rv.version} is being published (or its "
+        raise BeingPublished(f"{store.name}: version {rv.version} is being published (or its "
                              "upload stopped halfway)")
     if not rv.has_metadata:
         return Plan(version=rv, metadata=None, manifest=None)
@@ -71,11 +71,11 @@ def plan(store: Store, rv: RemoteVersion) -> Plan:
         doc = json.loads(raw)
         manifest = files_from_json(doc.get("files")) if isinstance(doc, dict) else {}
     except (ValueError, InvalidArgument) as exc:
-        raise DataLoss(f"{store.uri}: version {rv.version}: unreadable {METADATA_FILE} "
+        raise DataLoss(f"{store.name}: version {rv.version}: unreadable {METADATA_FILE} "
                        f"({exc})") from exc
     if not manifest:
         if publishing:
-            raise BeingPublished(f"{store.uri}: version {rv.version} is being published")
+            raise BeingPublished(f"{store.name}: version {rv.version} is being published")
         return Plan(version=rv, metadata=raw, manifest=None)
     problems = []
     for name, want in sorted(manifest.items()):
@@ -85,7 +85,7 @@ def plan(store: Store, rv: RemoteVersion) -> Plan:
         elif got.size != want.size:
             problems.append(f"{name}: {got.size} bytes, the manifest says {want.size}")
     if problems:
-        raise DataLoss(f"{store.uri}: version {rv.version} is incomplete: "
+        raise DataLoss(f"{store.name}: version {rv.version} is incomplete: "
                        + "; ".join(problems[:5]))
     return Plan(version=rv, metadata=raw, manifest=manifest)
 
@@ -96,7 +96,7 @@ def download(store: Store, p: Plan, dest: Path, progress: Progress | None = None
         try:
             check_relative_name(name)
         except InvalidArgument as exc:
-            raise DataLoss(f"{store.uri}: version {p.version.version}: {exc.message}") from exc
+            raise DataLoss(f"{store.name}: version {p.version.version}: {exc.message}") from exc
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         store.download(p.version, name, target, progress)
@@ -106,7 +106,7 @@ def download(store: Store, p: Plan, dest: Path, progress: Progress | None = None
         try:
             verify_files(dest, p.manifest)
         except DataLoss as exc:
-            raise DataLoss(f"{store.uri}: version {p.version.version}: "
+            raise DataLoss(f"{store.name}: version {p.version.version}: "
                            f"{exc.message.split(': ', 1)[-1]}") from exc
         return
     problems = []
@@ -116,7 +116,7 @@ def download(store: Store, p: Plan, dest: Path, progress: Progress | None = None
         if want is not None and size != want.size:
             problems.append(f"{name}: {size} bytes, the listing said {want.size}")
     if problems:
-        raise DataLoss(f"{store.uri}: version {p.version.version}: " + "; ".join(problems))
+        raise DataLoss(f"{store.name}: version {p.version.version}: " + "; ".join(problems))
 
 
 def push(store: Store, version_dir: Path, version: int | None,

@@ -33,6 +33,21 @@ def check_uri(base_path: str) -> str:
     return base_path
 
 
+def redact(uri: str) -> str:
+    """``uri`` fit for logs, status and metrics: no password (``redis://user:***@host``) and
+    no query string (signed URLs carry their token there)."""
+    head, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        creds, _, host = netloc.rpartition("@")
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
+    path, q, _query = path.partition("?")
+    return f"{head}://{netloc}{slash}{path}{'?…' if q else ''}"
+
+
 def store_key(uri: str) -> str:
     """A short, stable, file-system-safe name for a store URI (credentials hashed away)."""
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
