@@ -312,3 +312,25 @@ async def test_http_archive(tmp_path: Path, rig: Callable[..., Rig], demo: Path)
         await r.poll_until(lambda: r.serving() == {4})
     finally:
         files.close()
+
+
+def test_cache_leases_are_per_source(tmp_path: Path) -> None:
+    """Two sources of one process share the cache: one's leases never release the other's,
+    and nothing leased is pruned."""
+    from corolla.storage.cache import ModelCache
+
+    cache = ModelCache(tmp_path / "c")
+
+    def entry(uri: str, fp: str) -> Path:
+        return cache.fill(uri, 1, fp, 1, lambda d: (d / "f").write_bytes(b"x"))
+
+    a, b = entry("s3://x/a", "a" * 24), entry("s3://x/b", "b" * 24)
+    cache.hold("source-a", {a})
+    cache.hold("source-b", {b})
+    cache.hold("source-a", set())  # a lets go of its entry: b's stays leased
+    assert cache.prune("s3://x/b", set()) == [] and b.exists()
+    assert cache.prune("s3://x/a", set()) == [a.parent] and not a.exists()
+    other = ModelCache(tmp_path / "c")  # another process's view (its own file descriptors)
+    assert other.prune("s3://x/b", set()) == [] and b.exists()
+    cache.release("source-b")
+    assert other.prune("s3://x/b", set()) == [b.parent]

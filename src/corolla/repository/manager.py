@@ -27,8 +27,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from corolla.config import ModelConfig
-from corolla.errors import CorollaError, FailedPrecondition, Internal, Unavailable
+from corolla.errors import CorollaError, Internal, Unavailable
 from corolla.repository.policy import POLICIES, Action, PolicyName, State, VersionSnapshot
+from corolla.repository.runtime_choice import runtime_for
 from corolla.repository.serving_map import LoadedVersion, ModelEntry, ServingMap
 from corolla.repository.source import (
     AspiredVersion,
@@ -38,7 +39,6 @@ from corolla.repository.source import (
     SourceFactory,
 )
 from corolla.runtimes.base import Runtime, Servable
-from corolla.runtimes.tensorflow import is_saved_model
 
 log = logging.getLogger("corolla.manager")
 
@@ -138,7 +138,7 @@ class Manager:
                     if old.config.base_path != cfg.base_path:  # (URIs may hold secrets)
                         log.info("model %s: base path changed: its versions come from the new "
                                  "one once they load", name)
-                    old.source.close()
+                    self._close_source(old.source)
                     old.source = self._new_source(cfg)
                     old.polled, old.pending = False, {}
                 old.config = cfg
@@ -155,6 +155,13 @@ class Manager:
 
         source.subscribe(notify)
         return source
+
+    @staticmethod
+    def _close_source(source: Source) -> None:
+        """Close a source in a worker thread (it may join a thread or a connection)."""
+        asyncio.get_running_loop().run_in_executor(None, source.close).add_done_callback(
+            lambda f: None if f.exception() is None else log.error(
+                "closing a source failed: %r", f.exception()))
 
     async def poll(self, names: Sequence[str] | None = None) -> None:
         """Ask the sources (of every model, or of ``names``) once, in worker threads, and apply
@@ -250,7 +257,7 @@ class Manager:
             if record.removed and not any(r.loaded for r in record.versions.values()):
                 if self._models.get(record.config.name) is record:
                     del self._models[record.config.name]
-                record.source.close()
+                self._close_source(record.source)
                 await self._notify()
                 return
 
@@ -270,33 +277,8 @@ class Manager:
         else:
             await self._unload(record, rec)
 
-    def _runtime_for(self, config: ModelConfig, path: Path) -> Runtime:
-        platform = config.platform
-        if platform == "tensorflow" and not is_saved_model(path):
-            # TF Serving configs say model_platform "tensorflow" on every model. A version that
-            # `corolla convert` (or an export) turned into ONNX keeps that config: it is served
-            # by the runtime that recognises it, as an unnamed platform would be.
-            platform = ""
-        if platform:
-            runtime = self._runtimes.get(platform)
-            if runtime is None:
-                raise FailedPrecondition(
-                    f"model_platform {platform!r} is not available in this server "
-                    f"(installed: {sorted(self._runtimes)})")
-            return runtime
-        for runtime in self._runtimes.values():
-            if runtime.can_load(path):
-                if config.platform:
-                    log.info("model %s: %s holds no SavedModel; model_platform %r "
-                             "notwithstanding, it is served by the %s runtime",
-                             config.name, path, config.platform, runtime.platform)
-                return runtime
-        raise FailedPrecondition(
-            f"no runtime recognises {path}: expected model.onnx (+ corolla.json) "
-            "or a TensorFlow SavedModel (saved_model.pb)")
-
     def _load_blocking(self, config: ModelConfig, version: int, path: Path) -> LoadedVersion:
-        runtime = self._runtime_for(config, path)
+        runtime = runtime_for(self._runtimes, config, path)
         try:
             servable: Servable = runtime.load(path)
         except CorollaError:

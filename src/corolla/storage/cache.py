@@ -70,6 +70,7 @@ class ModelCache:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self._leases: dict[Path, int] = {}  # entry dir -> fd with a shared lock
+        self._owners: dict[str, set[Path]] = {}  # source -> the entries it leases
         self._lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -121,25 +122,25 @@ class ModelCache:
 
     # ---- leases, pruning, eviction -----------------------------------------------------------
 
-    def hold(self, paths: set[Path]) -> None:
-        """Lease exactly these version directories' entries for this process (and release the
-        rest of this process's leases)."""
-        entries = {p.parent for p in paths}
+    def hold(self, owner: str, paths: set[Path]) -> None:
+        """Lease exactly these version directories' entries for ``owner`` (one source), and
+        release what it held before and holds no more. An entry stays leased by this process
+        while any owner holds it."""
         with self._lock:
+            self._owners[owner] = {p.parent for p in paths}
+            wanted = set().union(*self._owners.values())
             for entry in list(self._leases):
-                if entry not in entries:
+                if entry not in wanted:
                     os.close(self._leases.pop(entry))
-            for entry in entries - set(self._leases):
+            for entry in wanted - set(self._leases):
                 fd = os.open(entry / LEASE, os.O_RDWR | os.O_CREAT, 0o644)
                 fcntl.flock(fd, fcntl.LOCK_SH)
                 self._leases[entry] = fd
 
-    def release(self, paths: set[Path]) -> None:
+    def release(self, owner: str) -> None:
+        self.hold(owner, set())
         with self._lock:
-            for entry in {p.parent for p in paths}:
-                fd = self._leases.pop(entry, None)
-                if fd is not None:
-                    os.close(fd)
+            self._owners.pop(owner, None)
 
     def _remove(self, entry: Path) -> bool:
         """Remove an entry no process leases; False if one does."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class RemoteSource:
     _plans: dict[tuple[int, str], transfer.Plan] = field(default_factory=dict)
     _fetches: dict[int, _Fetch] = field(default_factory=dict)
     _backoff: _Backoff = field(default_factory=_Backoff)
-    _held: set[Path] = field(default_factory=set)  # the cache entries this source leases
+    _owner: str = field(default_factory=lambda: uuid.uuid4().hex)  # its cache leases' owner
     _notify: Callable[[], None] | None = None
     _closed: bool = False
 
@@ -101,7 +102,7 @@ class RemoteSource:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self.cache.release(self._held)
+            self.cache.release(self._owner)
             self.store.close()
 
     # ---- polling -----------------------------------------------------------------------------
@@ -157,8 +158,7 @@ class RemoteSource:
                 pending[v] = self._fetch(p)
         aspired = self.config.version_policy.select(list(ready))
         paths = {ready[v] for v in aspired}
-        self._held = paths
-        self.cache.hold(paths)
+        self.cache.hold(self._owner, paths)
         self.cache.prune(self.store.uri, paths | {ready[v] for v in ready if v in selected})
         for v in [v for v in self._fetches if v not in complete]:
             del self._fetches[v]  # gone from the store
