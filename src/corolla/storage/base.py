@@ -106,6 +106,21 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def redact(uri: str) -> str:
+    """``uri`` fit for logs, status and metrics: no password (``redis://user:***@host``) and
+    no query string (signed URLs carry their token there)."""
+    head, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        creds, _, host = netloc.rpartition("@")
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
+    path, q, _query = path.partition("?")
+    return f"{head}://{netloc}{slash}{path}{'?…' if q else ''}"
+
+
 def version_name(text: str) -> int | None:
     from corolla.model_dir import is_version_name
 

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from corolla.errors import ResourceExhausted
-from corolla.storage.uri import redact, store_key
+from corolla.storage.base import redact
+from corolla.storage.uri import store_key
 
 log = logging.getLogger("corolla.storage.cache")
 

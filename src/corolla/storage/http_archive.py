@@ -31,9 +31,9 @@ from corolla.storage.base import (
     RemoteVersion,
     StoreNotFound,
     StoreUnavailable,
+    redact,
     version_name,
 )
-from corolla.storage.uri import redact
 
 TIMEOUT = 30.0
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")

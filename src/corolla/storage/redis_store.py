@@ -36,8 +36,8 @@ from corolla.storage.base import (
     StoreUnavailable,
     check_new_version,
     missing_extra,
+    redact,
 )
-from corolla.storage.uri import redact
 
 log = logging.getLogger("corolla.storage.redis")
 

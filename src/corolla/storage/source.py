@@ -41,10 +41,10 @@ from corolla.repository.source import (
     SourceError,
 )
 from corolla.storage import transfer
-from corolla.storage.base import RemoteVersion, Store, StoreUnavailable
+from corolla.storage.base import RemoteVersion, Store, StoreUnavailable, redact
 from corolla.storage.cache import ModelCache
 from corolla.storage.stats import StorageStats
-from corolla.storage.uri import is_remote, open_store, redact
+from corolla.storage.uri import is_remote, open_store
 
 log = logging.getLogger("corolla.storage")
 

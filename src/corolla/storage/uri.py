@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 from corolla.errors import InvalidArgument
-from corolla.storage.base import Store
+from corolla.storage.base import Store, redact
+
+__all__ = ["redact"]
 
 REMOTE_SCHEMES = ("s3", "gs", "http", "https", "redis", "rediss")
 
@@ -31,21 +33,6 @@ def check_uri(base_path: str) -> str:
     if scheme in ("s3", "gs") and not base_path.split("://", 1)[1].split("/", 1)[0]:
         raise InvalidArgument(f"base path {base_path!r}: no bucket name")
     return base_path
-
-
-def redact(uri: str) -> str:
-    """``uri`` fit for logs, status and metrics: no password (``redis://user:***@host``) and
-    no query string (signed URLs carry their token there)."""
-    head, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        creds, _, host = netloc.rpartition("@")
-        user = creds.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in creds else f"{user}@{host}"
-    path, q, _query = path.partition("?")
-    return f"{head}://{netloc}{slash}{path}{'?…' if q else ''}"
 
 
 def store_key(uri: str) -> str:
