@@ -373,7 +373,7 @@ def test_broken_config_fails_fast(tmp_path: Path, config: str, message: str) -> 
     [
         (["--model_config_file=/nonexistent/models.config"], "/nonexistent/models.config"),
         (["--model_name=m"], "needs --model_base_path"),
-        (["--model_name=m", "--model_base_path=gs://bucket/m"], "only local file systems"),
+        (["--model_name=m", "--model_base_path=hdfs://namenode/m"], "unsupported scheme hdfs://"),
         (["--batching_parameters_file=/nonexistent/b.txt"], "batching_parameters_file"),
     ],
 )
