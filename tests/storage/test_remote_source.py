@@ -102,6 +102,34 @@ def predict(manager: Manager) -> int:
         return lv.version
 
 
+class Load:
+    """Requests on two threads all along (lease + predict); none may fail."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self.stop = threading.Event()
+        self.failures: list[BaseException] = []
+        self.served: set[int] = set()
+        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.served.add(predict(self.manager))
+            except Exception as exc:
+                self.failures.append(exc)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
 @pytest.mark.parametrize("kind", ["s3", "gs", "redis"])
 async def test_serve_and_publish_under_load(kind: str, store_uri: Callable[[str], str],
                                             rig: Callable[..., Rig], demo: Path,
@@ -114,27 +142,11 @@ async def test_serve_and_publish_under_load(kind: str, store_uri: Callable[[str]
     path = r.manager.serving_map.find("m").path
     assert path.is_relative_to(tmp_path / "cache") and path.name == "1"
 
-    stop, failures, served = threading.Event(), [], set()
-
-    def load() -> None:  # requests all along: none may fail
-        while not stop.is_set():
-            try:
-                served.add(predict(r.manager))
-            except Exception as exc:
-                failures.append(exc)
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with Load(r.manager) as load:
         await asyncio.to_thread(push, uri, demo)
         await r.poll_until(lambda: r.serving() == {2})
         await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert failures == [] and served == {1, 2}
+    assert load.failures == [] and load.served == {1, 2}
     await r.until(lambda: r.status() == {2: (State.AVAILABLE, None)})  # 1 unloads meanwhile
 
 
@@ -305,11 +317,29 @@ async def test_http_archive(tmp_path: Path, rig: Callable[..., Rig], demo: Path)
         r = rig()
         await r.manager.set_configs([ModelConfig(name="m", base_path=uri)])
         await r.poll_until(lambda: r.serving() == {3})
-        # A new archive holding version 4 replaces it.
+        # A new archive holding version 4 replaces it, under load: no request fails.
+        with Load(r.manager) as load:
+            with tarfile.open(site / "model.tar.gz.tmp", "w:gz") as t:
+                t.add(demo, arcname="4")
+            (site / "model.tar.gz.tmp").replace(site / "model.tar.gz")
+            await r.poll_until(lambda: r.serving() == {4})
+            await asyncio.sleep(0.2)
+        assert load.failures == [] and load.served == {3, 4}
+        # A corrupt archive (version 5, a file that does not match its manifest) is refused,
+        # and version 4 keeps serving although the archive no longer holds it.
+        bad = tmp_path / "bad" / "5"
+        shutil.copytree(demo, bad)
+        data = bytearray((bad / "model.onnx").read_bytes())
+        data[-1] ^= 1
+        (bad / "model.onnx").write_bytes(bytes(data))
         with tarfile.open(site / "model.tar.gz.tmp", "w:gz") as t:
-            t.add(demo, arcname="4")
+            t.add(bad, arcname="5")
         (site / "model.tar.gz.tmp").replace(site / "model.tar.gz")
-        await r.poll_until(lambda: r.serving() == {4})
+        await r.poll_until(lambda: r.status().get(5, (None, None))[1] is not None)
+        assert r.status()[5][1].code == Code.DATA_LOSS
+        for _ in range(3):
+            await r.manager.poll()
+        assert r.serving() == {4} and predict(r.manager) == 4
     finally:
         files.close()
 

@@ -15,6 +15,9 @@ time for one source):
 4. answers with the aspired versions: the policy applied to the versions that are listed,
    complete and cached, each with its *local* path, so the manager and runtimes see a local
    directory. Versions being fetched or refused (corrupt, incomplete, too big) are ``pending``.
+   While none of the versions the policy selects is ready, the previous answer stands (its
+   copies stay in the cache), so a replaced or corrupt newest version never leaves the model
+   without a version to serve.
 
 A refused copy is not fetched again until its files change in the store (a new fingerprint);
 a download that failed because the store was unreachable is retried with backoff.
@@ -42,7 +45,7 @@ from corolla.repository.source import (
 )
 from corolla.storage import transfer
 from corolla.storage.base import RemoteVersion, Store, StoreUnavailable, redact
-from corolla.storage.cache import ModelCache
+from corolla.storage.cache import COMPLETE, ModelCache
 from corolla.storage.stats import StorageStats
 from corolla.storage.uri import is_remote, open_store
 
@@ -88,6 +91,7 @@ class RemoteSource:
     _fetches: dict[int, _Fetch] = field(default_factory=dict)
     _backoff: _Backoff = field(default_factory=_Backoff)
     _owner: str = field(default_factory=lambda: uuid.uuid4().hex)  # its cache leases' owner
+    _offered: dict[int, Path] = field(default_factory=dict)  # the last poll's aspired versions
     _notify: Callable[[], None] | None = None
     _closed: bool = False
 
@@ -156,15 +160,23 @@ class RemoteSource:
                 self._fetches.pop(v, None)
             elif v in selected:
                 pending[v] = self._fetch(p)
-        aspired = self.config.version_policy.select(list(ready))
-        paths = {ready[v] for v in aspired}
+        offered = {v: ready[v] for v in self.config.version_policy.select(list(ready))}
+        if selected and not selected & set(ready):
+            # Nothing the policy wants is ready yet (being fetched, or refused): keep offering
+            # what was offered before while its copy lasts, even if the store no longer lists
+            # it (an archive replaced by its next version, a version deleted while its
+            # successor downloads): a model is never left with nothing to serve meanwhile.
+            kept = {v: p for v, p in self._offered.items() if (p.parent / COMPLETE).exists()}
+            offered = kept or offered
+        self._offered = offered
+        paths = set(offered.values())
         self.cache.hold(self._owner, paths)
         self.cache.prune(self.store.uri, paths | {ready[v] for v in ready if v in selected})
         for v in [v for v in self._fetches if v not in complete]:
             del self._fetches[v]  # gone from the store
         self._plans = {k: p for k, p in self._plans.items() if k[0] in listed}
-        return Listing(aspired=tuple(AspiredVersion(version=v, path=ready[v])
-                                     for v in aspired), pending=pending)
+        return Listing(aspired=tuple(AspiredVersion(version=v, path=path)
+                                     for v, path in sorted(offered.items())), pending=pending)
 
     def _plan(self, rv: RemoteVersion) -> transfer.Plan:
         key = (rv.version, rv.fingerprint)
