@@ -106,6 +106,21 @@ for label in title version licenses; do
 done
 pass "OCI labels present"
 
+# ---- reproducible, minimal runtime: no installers, an SBOM ----------------------------------
+for mod in pip setuptools; do
+  if docker run --rm --entrypoint /opt/corolla/bin/python "$IMAGE" -c "import $mod" 2>/dev/null \
+     || docker run --rm --entrypoint python3 "$IMAGE" -c "import $mod" 2>/dev/null; then
+    fail "the runtime image still has $mod"
+  fi
+done
+pass "no pip or setuptools in the runtime image"
+sbom="$(docker run --rm --entrypoint cat "$IMAGE" /opt/corolla/share/doc/corolla/sbom.cdx.json)" \
+  || fail "no SBOM at /opt/corolla/share/doc/corolla/sbom.cdx.json"
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); names={c["name"] for c in d["components"]}
+assert d["bomFormat"] == "CycloneDX" and {"onnxruntime", "numpy", "grpcio"} <= names, names
+print(len(names))' "$sbom" >"$WORK/sbom-count" || fail "SBOM lacks the serving dependencies"
+pass "CycloneDX SBOM: $(cat "$WORK/sbom-count") Python packages"
+
 # ---- a model, written by the image itself (command passthrough) ------------------------------
 mkdir -p "$WORK/models" "$WORK/config"
 chmod 0777 "$WORK/models"
@@ -177,6 +192,25 @@ logs="$(docker logs "$c" 2>&1)"
 grep -q "shutdown requested" <<<"$logs" || fail "no graceful shutdown in the log"
 grep -q "corolla.server: stopped" <<<"$logs" || fail "server did not report 'stopped'"
 pass "docker stop: graceful drain, exit code 0 in $((SECONDS - start))s"
+
+# ---- 1b. PORT (Cloud Run, Knative): the REST port; the HEALTHCHECK follows it ------------------
+c="$PREFIX-port"
+CONTAINERS+=("$c")
+docker run -d --name "$c" --read-only --tmpfs /tmp -e PORT=8080 -e COROLLA_CPUS=1 \
+  -e MODEL_NAME=colors -v "$WORK/models/colors:/models/colors:ro" -p 127.0.0.1::8080 \
+  "$IMAGE" >/dev/null
+rest="http://127.0.0.1:$(host_port "$c" 8080)"
+wait_for "$rest/v1/models/colors" '"AVAILABLE"' 60 || fail "PORT=8080: not serving on 8080"
+logs="$(docker logs "$c" 2>&1)"
+grep -q "REST API port 8080 from \$PORT" <<<"$logs" || fail "PORT=8080 not reported"
+grep -q "sizing thread pools for 1 CPU(s)" <<<"$logs" || fail "COROLLA_CPUS=1 not honoured"
+deadline=$((SECONDS + 45))
+until [ "$(docker inspect -f '{{.State.Health.Status}}' "$c")" = healthy ]; do
+  [ $SECONDS -lt $deadline ] || fail "HEALTHCHECK with PORT: $(docker inspect -f '{{json .State.Health}}' "$c")"
+  sleep 1
+done
+pass "PORT=8080: REST on 8080, HEALTHCHECK healthy; COROLLA_CPUS=1 sizes for 1 CPU"
+docker rm -f "$c" >/dev/null
 
 # ---- 2. --model_config_file passed through as an argument -------------------------------------
 run_server config --read-only --tmpfs /tmp -v "$WORK/models:/models:ro" \

@@ -32,8 +32,10 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +111,22 @@ def parse_keys_text(text: str, source: str = "keys file") -> list[ApiKey]:
 
 
 class KeyStore:
-    def __init__(self, *, path: str | None = None, static: Iterable[str] = ()) -> None:
+    """Keys from a file (re-read when it changes) and a static list.
+
+    A change is seen from the file's mtime, size and inode (a Kubernetes Secret volume swaps a
+    symlink: a new inode). Some mounts serve new contents without changing those (Cloud Run's
+    Secret Manager volumes fetch the latest version on each read), so the contents are also
+    re-read every ``reread_seconds`` whatever the metadata says.
+    """
+
+    def __init__(self, *, path: str | None = None, static: Iterable[str] = (),
+                 reread_seconds: float = 60.0) -> None:  # fmt: skip
         self.path = path
+        self.reread_seconds = reread_seconds
         self._static = [make_key(t) for t in static]
         self._stamp: tuple[int, int, int] | None = None
+        self._read_at = -math.inf
+        self._file_keys: tuple[ApiKey, ...] = ()
         self._keys: tuple[ApiKey, ...] = tuple(self._static)
         if path is not None:
             self.reload(strict=True)
@@ -130,11 +144,14 @@ class KeyStore:
         """Re-read the file; True if the keys changed. Errors raise when ``strict``."""
         if self.path is None:
             return False
+        now = time.monotonic()
         try:
             stamp = self._file_stamp()
-            if stamp == self._stamp:
+            if stamp == self._stamp and now - self._read_at < self.reread_seconds:
                 return False
-            keys = parse_keys_text(Path(self.path).read_text(encoding="utf-8"), self.path)
+            self._read_at = now
+            keys = tuple(parse_keys_text(Path(self.path).read_text(encoding="utf-8"),
+                                         self.path))  # fmt: skip
         except (OSError, UnicodeDecodeError, InvalidArgument) as exc:
             msg = exc.message if isinstance(exc, InvalidArgument) else str(exc)
             if strict:
@@ -142,6 +159,9 @@ class KeyStore:
             log.error("API keys file %s: %s (keeping the keys in force)", self.path, msg)
             return False
         self._stamp = stamp
+        if keys == self._file_keys and self._keys[len(self._static) :] == keys and not strict:
+            return False  # re-read, nothing changed
+        self._file_keys = keys
         self._keys = (*self._static, *keys)
         log.info(
             "API keys loaded from %s: %d key(s), %d admin",

@@ -78,6 +78,26 @@ def test_keystore_authenticates_authorizes_and_reloads(tmp_path: Path) -> None:
     assert all(len(k.digest) == 32 for k in store.keys)
 
 
+def test_keystore_rereads_contents_whose_metadata_did_not_change(tmp_path: Path) -> None:
+    """A mount that serves new contents with the same mtime, size and inode (Cloud Run's
+    Secret Manager volumes) is still caught by the periodic full re-read."""
+    f = tmp_path / "keys"
+    f.write_text("key-aaa\n")
+    os.utime(f, ns=(5, 5))
+    lazy = KeyStore(path=str(f), reread_seconds=3600)
+    eager = KeyStore(path=str(f), reread_seconds=0)
+    assert not eager.reload()  # re-read, unchanged: no reload reported
+    with f.open("r+") as fh:  # same inode, same size
+        fh.write("key-bbb\n")
+    os.utime(f, ns=(5, 5))
+    assert not lazy.reload()
+    assert lazy.authenticate("key-aaa")
+    assert eager.reload()
+    assert eager.authenticate("key-bbb")
+    with pytest.raises(CorollaError):
+        eager.authenticate("key-aaa")
+
+
 def test_keystore_without_keys_refuses_everything(tmp_path: Path) -> None:
     f = tmp_path / "keys"
     f.write_text("# nobody\n")
