@@ -4,7 +4,7 @@
 With the stack up, a closed-loop load of REST predicts (raw JPEG) and gRPC Classify calls goes
 through the load balancer on loopback while three steps happen, one after the other:
 
-  (a) a new model version is published to the shared store, and every replica swaps to it;
+  (a) a new model version is published to the store (S3), and every replica swaps to it;
   (b) one replica is killed with SIGKILL (Docker restarts it; the step ends when it is back);
   (c) every replica is restarted (SIGTERM, drain, start), one at a time.
 
@@ -35,6 +35,7 @@ import grpc
 import httpx
 
 MODEL = "flowers"
+STORE = "s3://models"  # the compose stack's store (deploy/compose/config/models.config)
 
 
 @dataclass
@@ -253,13 +254,14 @@ async def main(a: argparse.Namespace) -> int:
     await asyncio.sleep(a.steady_seconds)
     record("steady", load.step(), time.monotonic() - t0, "no change (baseline)")
 
-    # (a) a new version, published atomically: copied under a temporary name, then renamed.
+    # (a) a new version, published to the store with `corolla push` (files first, the
+    # manifest last): every replica lists it, downloads, verifies and swaps to it.
     new = current + 1
     t0 = time.monotonic()
     await asyncio.to_thread(
         stack.run, "run", "--rm", "--no-deps", "-T", "--entrypoint", "/bin/sh", "seed", "-c",
-        f"cp -R /models/{MODEL}/{current} /models/{MODEL}/.tmp-{new} && "
-        f"mv /models/{MODEL}/.tmp-{new} /models/{MODEL}/{new}",
+        "corolla push \"$(python -c 'from corolla.cli import default_model_base_path as p; "
+        f"print(p())')/1\" {STORE}/{MODEL} --version {new}",
     )  # fmt: skip
     published = time.monotonic() - t0
     try:

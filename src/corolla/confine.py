@@ -40,8 +40,20 @@ def check_path(path: str | os.PathLike[str], roots: Sequence[str], what: str) ->
         )
 
 
-def check_configs(configs: Iterable[Any], roots: Sequence[str]) -> None:
+def check_configs(
+    configs: Iterable[Any], roots: Sequence[str], cache_dir: str | None = None
+) -> None:
+    """Every local base path within ``roots``. A store URI (``s3://``...) is no path: its
+    versions load from the model cache, so ``cache_dir`` (when given) must be within the roots;
+    :class:`ConfinedRuntime` checks each cached version directory again when it loads."""
+    from corolla.storage.uri import is_remote
+
     for c in configs:
+        if is_remote(c.base_path):
+            if cache_dir is not None:
+                check_path(cache_dir, roots, f"model {c.name}: --model_cache_dir (where "
+                           f"{c.base_path} is downloaded)")  # fmt: skip
+            continue
         check_path(c.base_path, roots, f"model {c.name}: base_path")
 
 

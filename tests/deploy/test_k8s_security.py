@@ -93,8 +93,13 @@ def test_every_pod_is_locked_down_and_sized(tmp_path: Path) -> None:
         assert secret["defaultMode"] & 0o007 == 0, "the keys are not world-readable"
         opened = set((_flag(args, "auth_open_endpoints") or "").split(","))
         assert {"health", "metrics"} <= opened, f"{target}: kubelet and Prometheus need no key"
-        assert _flag(args, "allowed_model_roots") == "/models"
-        assert mounts["/models"]["readOnly"] is True
+        # The model roots: the model volume (read-only), or the cache of a bucket's versions.
+        roots = _flag(args, "allowed_model_roots")
+        if _flag(args, "model_cache_dir"):
+            assert roots == _flag(args, "model_cache_dir") == "/var/cache/corolla"
+            assert "emptyDir" in volumes[mounts[roots]["name"]]
+        else:
+            assert roots == "/models" and mounts["/models"]["readOnly"] is True
         serve_args(args)  # every flag parses
 
         env = {e["name"]: e for e in c.get("env", [])}
@@ -108,7 +113,13 @@ def test_every_pod_is_locked_down_and_sized(tmp_path: Path) -> None:
         ps = policy["spec"]
         assert ps["podSelector"]["matchLabels"].items() <= labels.items(), target
         assert sorted(ps["policyTypes"]) == ["Egress", "Ingress"]
-        assert ps["egress"] == [], f"{target}: the server needs no network out"
+        if _flag(args, "model_cache_dir") or spec.get("initContainers", [{}])[0].get("envFrom"):
+            # The bucket: DNS and HTTPS out, nothing else.
+            allowed = {(p["port"], p["protocol"]) for e in ps["egress"] for p in e["ports"]}
+            assert allowed == {(53, "UDP"), (53, "TCP"), (443, "TCP")}, target
+            assert all("to" not in e for e in ps["egress"])
+        else:
+            assert ps["egress"] == [], f"{target}: the server needs no network out"
         ports = {p["name"] for p in c["ports"]}
         sources = []
         for rule in ps["ingress"]:
@@ -165,7 +176,7 @@ def test_probes_and_scrape_answer_without_a_key(tmp_path: Path) -> None:
     # The manifests' own security flags, with paths on this machine.
     (tmp_path / "keys").write_text("the-key\n")
     write_demo_version(tmp_path / "models" / "colors", 1, size=16)
-    cm = one(objs, "ConfigMap")
+    (cm,) = [o for o in objs if o["metadata"]["name"].startswith("corolla-config")]
     (tmp_path / "monitoring.config").write_text(cm["data"]["monitoring.config"])
     rest, grpc_port = _free_port(), _free_port()
     args = [a for a in c["args"] if a.startswith(("--auth_open_endpoints", "--shutdown_grace",
@@ -274,3 +285,33 @@ def test_gateway_api_routes_structurally(tmp_path: Path) -> None:
                      for rule in r["spec"]["rules"] for m in rule["matches"]}  # fmt: skip
     assert "tensorflow.serving.PredictionService" in grpc_services
     assert "inference.GRPCInferenceService" in grpc_services
+
+
+def test_models_from_the_bucket_settings_agree() -> None:
+    """prod reads the bucket that its ConfigMap names; prod-init's init container fetches the
+    same bucket with a command line Corolla's own parser accepts."""
+    from corolla.cli import build_parser
+    from corolla.config import parse_model_config_text
+
+    for target in ("overlays/prod", "overlays/prod-init"):
+        objs = render(target)
+        (storage,) = [o for o in objs if o["metadata"]["name"] == "corolla-storage"]
+        uri = storage["data"]["MODELS_URI"]
+        assert uri.startswith(("s3://", "gs://"))
+        (cfg,) = [o for o in objs if o["metadata"]["name"].startswith("corolla-config")]
+        models = parse_model_config_text(cfg["data"]["models.config"])
+        spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+        if target == "overlays/prod":
+            assert [m.base_path for m in models] == [f"{uri}/flowers"]
+            (c,) = spec["containers"]
+            refs = [e.get("configMapRef", e.get("secretRef"))["name"] for e in c["envFrom"]]
+            assert refs == ["corolla-storage", "corolla-storage-credentials"]
+        else:
+            assert [m.base_path for m in models] == ["/models/flowers"]
+            (init,) = spec["initContainers"]
+            argv = [a.replace("$(MODELS_URI)", uri) for a in init["command"][1:] + init["args"]]
+            args = build_parser().parse_args(argv)
+            assert (args.command, args.src, str(args.dest)) == (
+                "fetch-model", f"{uri}/flowers", "/models/flowers"
+            )  # fmt: skip
+            assert "envFrom" not in spec["containers"][0], "the server holds no store credentials"

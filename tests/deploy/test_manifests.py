@@ -37,7 +37,7 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-TARGETS = ["base", "overlays/dev", "overlays/prod", "overlays/canary"]
+TARGETS = ["base", "overlays/dev", "overlays/prod", "overlays/prod-init", "overlays/canary"]
 # Custom resources: not in the Kubernetes schemas; test_k8s_security.py validates them.
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "Gateway", "HTTPRoute", "GRPCRoute", "ScaledObject"}
 CLOUD_RUN = sorted((DEPLOY / "cloudrun").glob("*.yaml"))
@@ -111,17 +111,17 @@ def image_uid() -> int:
 def test_renders_expected_objects(target: str) -> None:
     kinds = sorted(o["kind"] for o in render(target))
     expected = ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "Service"]
-    if target == "overlays/canary":  # one pod beside prod, on prod's model volume
+    if target == "overlays/canary":  # one pod beside prod, sharing its bucket and identity
         assert kinds == sorted([*expected, "HTTPRoute"])
         return
     expected += ["HorizontalPodAutoscaler", "PodDisruptionBudget"]
-    if target != "overlays/dev":  # dev keeps its models in an emptyDir
+    if target == "base":  # the model repository on a shared volume
         expected.append("PersistentVolumeClaim")
     if target != "base":
         expected.append("Namespace")
-    if target == "overlays/prod":
-        expected += ["PodMonitor", "PrometheusRule", "Gateway", "HTTPRoute", "HTTPRoute",
-                     "GRPCRoute"]  # fmt: skip
+    if target.startswith("overlays/prod"):  # models from a bucket: its settings, an identity
+        expected += ["ConfigMap", "ServiceAccount", "PodMonitor", "PrometheusRule", "Gateway",
+                     "HTTPRoute", "HTTPRoute", "GRPCRoute"]  # fmt: skip
     assert kinds == sorted(expected)
 
 
@@ -173,8 +173,13 @@ def test_deployment_matches_server_and_image(target: str, tmp_path: Path) -> Non
     (tmp_path / "models.config").write_text(files[args.model_config_file])
     models = load_model_config_file(str(tmp_path / "models.config"))
     assert models
-    for m in models:
-        assert m.base_path.startswith(mounts["models"]["mountPath"] + "/"), m
+    for m in models:  # on the model volume, or in a bucket (then read through the cache)
+        if "://" in m.base_path:
+            assert "--model_cache_dir=/var/cache/corolla" in c["args"]
+            assert "model-cache" in mounts and "models" not in mounts
+        else:
+            assert m.base_path.startswith(mounts["models"]["mountPath"] + "/"), m
+            assert mounts["models"]["readOnly"] is True
     enabled, metrics_path = parse_monitoring_config(files[args.monitoring_config_file])
     assert enabled
     ann = pod["metadata"]["annotations"]
@@ -198,7 +203,6 @@ def test_deployment_matches_server_and_image(target: str, tmp_path: Path) -> Non
         (kind,) = set(v) - {"name"}
         assert kind in RESTRICTED_VOLUMES, v
     assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}  # writable scratch space
-    assert mounts["models"]["readOnly"] is True
 
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "overlays/canary"])

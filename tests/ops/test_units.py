@@ -182,6 +182,12 @@ def test_confinement(tmp_path: Path) -> None:
     with pytest.raises(CorollaError) as e:
         check_configs([ModelConfig(name="x", base_path=str(root / ".." / "elsewhere"))], roots)
     assert e.value.code == Code.PERMISSION_DENIED
+    # A store URI is no path: its versions load from the cache, which must be within a root.
+    remote = [ModelConfig(name="s", base_path="s3://bucket/models/s")]
+    check_configs(remote, roots, str(root / ".cache"))
+    check_configs(remote, roots)  # (config reloads: the runtime checks each cached version)
+    with pytest.raises(CorollaError, match="--model_cache_dir"):
+        check_configs(remote, roots, str(outside))
     rt = ConfinedRuntime(FakeRuntime(), roots)
     assert rt.platform == "fake"
     assert rt.load(root / "m" / "1").metadata.platform == "fake"
