@@ -72,9 +72,9 @@ def main() -> None:
         lives.append(live)
         readies.append(ready)
         print(f"run {i + 1}: live {live:.2f} s, ready {ready:.2f} s", flush=True)
-    print(f"{a.image}, --cpus={a.cpus}, {a.runs} runs: live median {statistics.median(lives):.2f} s, "
-          f"ready median {statistics.median(readies):.2f} s (min {min(readies):.2f}, "
-          f"max {max(readies):.2f})")  # fmt: skip
+    print(f"{a.image}, --cpus={a.cpus}, {a.runs} runs: live median "
+          f"{statistics.median(lives):.2f} s, ready median {statistics.median(readies):.2f} s "
+          f"(min {min(readies):.2f}, max {max(readies):.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,17 +25,43 @@ ROOT="$PWD"
 IMAGE="${IMAGE:-corolla:dev}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 PROJECT="corollacheck$$"
+DOCKERD_PID=""
 WORK="$(mktemp -d /tmp/corolla-cluster.XXXXXX)"
 
+STACK_UP=0
+COMPOSE=()
+
 log() { printf '>> %s\n' "$*"; }
+
+cleanup() {
+  local rc=$?
+  if [ "$STACK_UP" = 1 ] && [ "${KEEP:-0}" = 1 ]; then
+    log "left running; tear down with: COROLLA_SECRETS_DIR=$WORK/secrets ${COMPOSE[*]} down -v"
+    return
+  fi
+  if [ "$STACK_UP" = 1 ]; then
+    if [ $rc -ne 0 ]; then
+      "${COMPOSE[@]}" logs --tail 30 >&2 2>/dev/null || true
+    fi
+    "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+  if [ -n "${DOCKERD_PID:-}" ]; then
+    kill "$DOCKERD_PID" 2>/dev/null || true
+    wait "$DOCKERD_PID" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
 
 if ! command -v docker >/dev/null; then
   echo "cluster-check: SKIPPED: docker is not installed" >&2
   exit 2
 fi
 if ! docker info >/dev/null 2>&1 && [ "${START_DOCKERD:-0}" = 1 ] && command -v dockerd >/dev/null; then
-  log "starting dockerd (log: $WORK/dockerd.log)"
-  nohup dockerd >"$WORK/dockerd.log" 2>&1 &
+  log "starting dockerd (log: /tmp/corolla-dockerd.log; stopped again at the end)"
+  nohup dockerd >/tmp/corolla-dockerd.log 2>&1 &
+  DOCKERD_PID=$!
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
 fi
 if ! docker info >/dev/null 2>&1; then
@@ -81,22 +107,10 @@ chmod 0755 "$WORK/secrets" && chmod 0644 "$WORK/secrets/api-keys"  # the server 
 export COROLLA_IMAGE="$IMAGE" BASE COROLLA_SECRETS_DIR="$WORK/secrets" \
   COROLLA_REST_PORT=0 COROLLA_GRPC_PORT=0
 
-cleanup() {
-  local rc=$?
-  if [ "${KEEP:-0}" = 1 ]; then
-    log "left running; tear down with: COROLLA_SECRETS_DIR=$WORK/secrets ${COMPOSE[*]} down -v"
-    return
-  fi
-  if [ $rc -ne 0 ]; then
-    "${COMPOSE[@]}" logs --tail 30 >&2 2>/dev/null || true
-  fi
-  "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 log "bringing up deploy/compose (project $PROJECT)"
 start=$SECONDS
+STACK_UP=1
 "${COMPOSE[@]}" up -d --build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; exit 1; }
 lb="$("${COMPOSE[@]}" ps -q lb)"
 rest_port="$(docker port "$lb" 8501/tcp | head -n1 | sed 's/.*://')"

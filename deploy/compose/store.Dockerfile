@@ -5,8 +5,8 @@
 #     -t corolla-store deploy/compose
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
-ARG PIP_INDEX_URL
-ARG PIP_TRUSTED_HOST
+ARG PIP_INDEX_URL=""
+ARG PIP_TRUSTED_HOST=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 COPY store-requirements.lock /tmp/
 RUN python3 -m venv /opt/store \

@@ -375,7 +375,6 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
     if roots:
         from corolla.confine import check_configs
         from corolla.server import default_cache_dir
-
         check_configs(models, roots, args.model_cache_dir or default_cache_dir())
     if args.api_keys_file and not os.path.isfile(args.api_keys_file):
         raise CorollaError(f"--api_keys_file {args.api_keys_file} does not exist")
