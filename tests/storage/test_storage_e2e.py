@@ -61,3 +61,24 @@ def test_s3_publish_under_load_then_warm_restart(store_uri: Callable[[str], str]
         assert metric(url, "corolla_storage_download_bytes_total") == 0
         assert metric(url, "corolla_model_cache_versions") == 1
         assert "downloaded and verified" not in log.read_text()
+
+
+def test_rest_workers_share_one_cached_copy(store_uri: Callable[[str], str],
+                                            tmp_path: Path) -> None:
+    """Two processes (--rest_workers=2) on one Redis base path and one cache: both serve, and
+    the version is downloaded once (the second process waits for the first's copy)."""
+    uri = store_uri("redis")
+    demo = Path(write_demo_version(str(tmp_path / "src"), 1, 16))
+    assert corolla_main(["push", str(demo), uri]) == 0
+    size = sum(p.stat().st_size for p in demo.rglob("*") if p.is_file())
+    args = ["--model_name=m", f"--model_base_path={uri}", "--rest_workers=2",
+            f"--model_cache_dir={tmp_path / 'cache'}"]
+    with serve(args, tmp_path) as (url, _log):
+        body = {"instances": [[[[0.5, 0.5, 0.5]] * 16] * 16]}
+        with httpx.Client(timeout=10) as c:
+            for _ in range(20):  # new connections: the kernel spreads them over both
+                assert c.post(f"{url}/v1/models/m:predict", json=body,
+                              headers={"Connection": "close"}).status_code == 200
+        assert metric(url, "corolla_storage_download_bytes_total") == size
+        assert metric(url, 'corolla_storage_downloads_total{model_name="m",result="ok"}') == 1
+        assert len(list((tmp_path / "cache").glob("*/*/1"))) == 1

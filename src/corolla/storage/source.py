@@ -219,18 +219,22 @@ class RemoteSource:
         v, fp = p.version.version, p.version.fingerprint
         start = time.perf_counter()
         moved = [0]
+        wrote = [False]  # False: another process had made the copy meanwhile
 
         def progress(n: int) -> None:
             moved[0] += n
 
+        def write(dest: Path) -> None:
+            wrote[0] = True
+            transfer.download(self.store, p, dest, progress)
+
         try:
-            path = self.cache.fill(self.store.uri, v, fp, p.size,
-                                   lambda dest: transfer.download(self.store, p, dest, progress))
+            path = self.cache.fill(self.store.uri, v, fp, p.size, write)
         except BaseException as exc:
             self.stats.download(self.name, ok=False, nbytes=moved[0], error=exc)
             raise
-        self.stats.download(self.name, ok=True, nbytes=moved[0])
-        if moved[0]:
+        if wrote[0]:
+            self.stats.download(self.name, ok=True, nbytes=moved[0])
             log.info("model %s version %d: downloaded and verified %d bytes from %s in %.2fs",
                      self.name, v, moved[0], redact(self.store.uri),
                      time.perf_counter() - start)

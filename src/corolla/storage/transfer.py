@@ -100,8 +100,10 @@ def download(store: Store, p: Plan, dest: Path, progress: Progress | None = None
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         store.download(p.version, name, target, progress)
-    if p.metadata is not None:
+    if p.metadata is not None:  # read by plan(): counted here, with the files
         (dest / METADATA_FILE).write_bytes(p.metadata)
+        if progress is not None:
+            progress(len(p.metadata))
     if p.manifest is not None:
         try:
             verify_files(dest, p.manifest)
