@@ -95,8 +95,16 @@ def run_in_harness(script: str) -> None:
     os.execv(str(py), [str(py), str(Path(script).resolve()), *sys.argv[1:]])
 
 
+def default_photos() -> Path:
+    """``shared/datasets/flower_photos`` beside the checkout (or beside its parent: a git
+    worktree one level further down)."""
+    for root in (REPO.parent, REPO.parent.parent):
+        if (root / "shared" / "datasets" / "flower_photos").is_dir():
+            return root / "shared" / "datasets" / "flower_photos"
+    return REPO.parent / "shared" / "datasets" / "flower_photos"
+
+
 def add_photo_and_out_args(p: argparse.ArgumentParser) -> None:
     """``--photos`` (the flower photos, <class>/*.jpg) and ``--out`` (where results go)."""
-    p.add_argument("--photos", type=Path,
-                   default=REPO.parent / "shared" / "datasets" / "flower_photos")
+    p.add_argument("--photos", type=Path, default=default_photos())
     p.add_argument("--out", type=Path, default=BENCH / "results")

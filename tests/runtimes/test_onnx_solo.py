@@ -27,7 +27,8 @@ def version(tmp_path: Path) -> Path:
 
 
 def _record_runs(servable: OnnxServable) -> list[str]:
-    """Which session each run used: 'solo' or 'main'."""
+    """Which session each run used: 'solo' or 'main' (once the solo session is built)."""
+    assert servable.solo_ready.wait(30)
     used: list[str] = []
     for attr, name in (("_solo", "solo"), ("_session", "main")):
         session = getattr(servable, attr)
@@ -51,8 +52,8 @@ def test_solo_session_runs_only_for_a_request_alone(version: Path) -> None:
     activity = Activity()
     servable = OnnxRuntime(OnnxOptions(intra_op_threads=1, solo_threads=2), activity).load(
         version)
-    assert servable.has_solo_session
     used = _record_runs(servable)
+    assert servable.has_solo_session
     x = _x(3)
     idle = servable.predict(x)["probabilities"]  # no request in flight: a load-time run
     activity.requests = 1
@@ -212,6 +213,8 @@ async def test_metrics_show_the_solo_sessions_runs_and_measurements(version: Pat
     try:
         await manager.set_configs([ModelConfig(name="colors", base_path=str(version.parent))])
         await manager.wait_until(manager.all_ready, timeout=20)
+        loaded = manager.serving_map.find("colors").servable
+        assert isinstance(loaded, OnnxServable) and loaded.solo_ready.wait(30)
         text = metrics.render().decode()
         assert 'corolla_onnx_solo_runs_total{model_name="colors",version="1"} 0.0' in text
         for _ in range(3):  # one at a time: each is alone (solo, main, then the faster one)

@@ -15,7 +15,9 @@ not spin while they wait: with spinning (ONNX Runtime's default, even with
 ``session.force_spinning_stop`` or a 100 µs ``spin_duration_us``) some server runs on 2 cores
 doubled the CPU per request and slowed it by 2-4 ms, probably a spinning thread holding the
 core that its partner or the server's other threads needed. Measured at concurrency 1 in
-docs/operations.md. It costs a second copy of the weights and of the run's working memory.
+docs/operations.md. It costs a second copy of the weights and of the run's working memory. It
+is built in a background thread once the main session exists (the version turns AVAILABLE
+without waiting for it; runs alone take the main session until it is there).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from corolla.errors import FailedPrecondition, Internal, InvalidArgument
+from corolla.errors import CorollaError, FailedPrecondition, Internal, InvalidArgument
 from corolla.model_dir import (
     AUTO_VARIANT,
     METADATA_FILE,
@@ -188,12 +190,16 @@ class OnnxServable:
         self._solo_runs = 0  # runs the solo session served (solo_stats, for the metrics)
         self._stats_lock = threading.Lock()
         self._activity = activity
+        self._closed = False
+        # Set once the solo session is built (or will not be): it is built in the background,
+        # so the version is ready sooner; until then every run takes the main session.
+        self.solo_ready = threading.Event()
         if (activity is not None and options.solo_threads > 1
                 and 0 < options.intra_op_threads < options.solo_threads):
-            self._solo = _session(graph, options, options.solo_threads, spin=False)
-            self._choice = SoloChoice()
-            log.info("%s: solo session with %d threads for a request served alone "
-                     "(--onnx_solo_threads)", path, options.solo_threads)
+            threading.Thread(target=self._build_solo, args=(graph, options, path),
+                             name="onnx-solo", daemon=True).start()
+        else:
+            self.solo_ready.set()
         graph_sig = signature_from_session(self._session)
         if metadata is None:
             metadata = ModelMetadata(signatures={"serving_default": graph_sig})
@@ -251,11 +257,31 @@ class OnnxServable:
             raise Internal(f"inference failed: {msg}") from exc
         return {a: np.asarray(r) for a, r in zip(aliases, results, strict=True)}
 
+    def _build_solo(self, graph: Path, options: OnnxOptions, path: Path) -> None:
+        try:
+            solo = _session(graph, options, options.solo_threads, spin=False)
+        except CorollaError as exc:
+            log.warning("%s: no solo session (%s); runs alone take the main session", path,
+                        exc.message)
+            solo = None
+        try:
+            with self._stats_lock:
+                if solo is None or self._closed:
+                    return
+                self._solo = solo
+                self._choice = SoloChoice()  # after _solo: a run that sees a choice has both
+            log.info("%s: solo session with %d threads for a request served alone "
+                     "(--onnx_solo_threads)", path, options.solo_threads)
+        finally:
+            self.solo_ready.set()
+
     def close(self) -> None:
         # Dropping the sessions frees their memory; ONNX Runtime has no explicit close.
+        with self._stats_lock:
+            self._closed = True
+            self._solo = None
+            self._choice = None
         self._session = None
-        self._solo = None
-        self._choice = None
 
     def tuning_identity(self) -> str:
         """The graph file and how it runs: what load-time measurements depend on."""
