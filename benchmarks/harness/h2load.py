@@ -45,12 +45,17 @@ class H2Result:
     seconds: float
     client_cpu_s: float  # the h2load process's user + system CPU
     mean_ms: float
+    latencies_us: list[int]  # of each answered request, with log=True (else empty)
 
 
 def run(url: str, body: Path, headers: list[str], *, connections: int, seconds: int,
-        h1: bool) -> H2Result:
+        h1: bool, log: Path | None = None) -> H2Result:
+    """One bounded run; ``log``: where h2load writes each request's latency (read back into
+    ``latencies_us``)."""
     argv = [ensure_h2load(), "-c", str(connections), "-m", "1", "-D", str(max(1, seconds)),
             "-d", str(body)]
+    if log is not None:
+        argv.append(f"--log-file={log}")
     for h in headers:
         argv += ["-H", h]
     if h1:
@@ -71,6 +76,13 @@ def run(url: str, body: Path, headers: list[str], *, connections: int, seconds: 
         raise RuntimeError(f"h2load failed:\n{text}\n{err.decode(errors='replace')}")
     cpu = rusage.ru_utime + rusage.ru_stime
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    latencies: list[int] = []
+    if log is not None:
+        for line in log.read_text().splitlines():  # start, status, elapsed (microseconds)
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1] == "200":
+                latencies.append(int(parts[2]))
     return H2Result(requests=int(codes.group(1)), failed=int(m.group(2)),
                     seconds=float(fin.group(1)), client_cpu_s=cpu,
-                    mean_ms=float(mean.group(1)) * scale[mean.group(2)] if mean else 0.0)
+                    mean_ms=float(mean.group(1)) * scale[mean.group(2)] if mean else 0.0,
+                    latencies_us=latencies)

@@ -3,8 +3,9 @@
 One wrk thread drives every connection (wrk's event loop handles thousands of requests per
 second in well under a core), so the load generator takes as little of the machine's two cores
 as possible; its own CPU is measured (``wait4`` rusage) and reported beside the server's.
-gRPC has no wrk: harness.grpc_load (grpc.aio, pre-serialised requests) stands in, and costs
-more client CPU (reported the same way).
+gRPC has no wrk: h2load (harness/h2load.py, C, HTTP/2) sends the request of median size
+(wrk rotates every photo); ``BENCH_GRPC_CLIENT=grpcio`` runs harness.grpc_load (grpc.aio,
+pre-serialised requests, rotated) instead, which costs the machine ~3x more client CPU per call.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class Point:
 def _wrk(url: str, bodies: Path, content_type: str, connections: int, seconds: float
          ) -> tuple[dict[str, Any], float]:
     """One bounded load run; ``grpc://HOST:PORT/Service/Method`` runs harness.grpc_load."""
+    if url.startswith("grpc://") and os.environ.get("BENCH_GRPC_CLIENT", "h2load") == "h2load":
+        return _h2load_grpc(url, bodies, connections, seconds)
     if url.startswith("grpc://"):
         addr, _, method = url.removeprefix("grpc://").partition("/")
         argv = [sys.executable, "-m", "harness.grpc_load", addr, "/" + method, str(bodies),
@@ -81,6 +84,36 @@ def _wrk(url: str, bodies: Path, content_type: str, connections: int, seconds: f
         if line.startswith("WRK_JSON "):
             return json.loads(line[len("WRK_JSON "):]), rusage.ru_utime + rusage.ru_stime
     raise RuntimeError(f"wrk failed (rc={proc.returncode}):\n{out}\n{err.decode(errors='replace')}")
+
+
+def _h2load_grpc(url: str, bodies: Path, connections: int, seconds: float
+                 ) -> tuple[dict[str, Any], float]:
+    """A gRPC run with h2load (harness/h2load.py): the request of median size, repeated; the
+    result in wrk's schema."""
+    import tempfile
+
+    from harness import h2load
+    from harness.workload import read_bodies
+
+    messages = sorted(read_bodies(bodies), key=len)
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "request.grpc"
+        body.write_bytes(h2load.grpc_frame(messages[len(messages) // 2]))
+        res = h2load.run("http://" + url.removeprefix("grpc://"), body,
+                         ["content-type: application/grpc", "te: trailers"],
+                         connections=connections, seconds=max(1, round(seconds)), h1=False,
+                         log=Path(tmp) / "requests.log")
+    lat = sorted(res.latencies_us)
+
+    def pct(q: float) -> int:
+        return lat[min(len(lat) - 1, int(q / 100 * len(lat)))] if lat else 0
+
+    return {"requests": res.requests + res.failed, "duration_us": int(res.seconds * 1e6),
+            "bytes": 0,
+            "errors": {"connect": 0, "read": 0, "write": 0, "status": res.failed, "timeout": 0},
+            "latency_us": {"mean": sum(lat) / max(1, len(lat)), "min": pct(0),
+                           "max": lat[-1] if lat else 0, "p50": pct(50), "p90": pct(90),
+                           "p99": pct(99), "p999": pct(99.9)}}, res.client_cpu_s
 
 
 def measure(server: Server, url: str, bodies: Path, content_type: str, *, connections: int,
