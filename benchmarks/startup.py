@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -75,7 +76,16 @@ def _ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> 
     raise RuntimeError("not ready in time")
 
 
-def time_corolla(corolla: str, models: int, base: Path, work: Path, tune_dir: Path) -> float:
+def _cpu(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def time_corolla(corolla: str, models: int, base: Path, work: Path, tune_dir: Path
+                 ) -> tuple[float, float]:
+    """(seconds to ready, CPU seconds the server had used by then)."""
     rest, grpc_port = _free_port(), _free_port()
     argv = [corolla, "serve", f"--rest_api_port={rest}", f"--port={grpc_port}",
             "--host=127.0.0.1", "--file_system_poll_wait_seconds=0",
@@ -90,23 +100,27 @@ def time_corolla(corolla: str, models: int, base: Path, work: Path, tune_dir: Pa
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            return _ready(rest, proc) - t0
+            ready = _ready(rest, proc) - t0
+            return ready, _cpu(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
 
 
-def time_bare(python: str, graph: Path, models: int) -> float:
+def time_bare(python: str, graph: Path, models: int) -> tuple[float, float]:
+    """(seconds to its READY line, CPU seconds it used: it exits right after)."""
     t0 = time.monotonic()
     proc = subprocess.Popen([python, "-c", BARE, *[str(graph)] * models],
                             stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     t = time.monotonic() - t0
-    proc.wait(30)
+    proc.stdout.read()
+    _, _, rusage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
     if not line.startswith(b"READY"):
         raise RuntimeError("the bare process failed")
-    return t
+    return t, rusage.ru_utime + rusage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,27 +157,37 @@ def main(argv: list[str] | None = None) -> int:
                     corolla, n, base, work, work / f"tuning-cold-{n}-{r}"),
             }
             for variant, run in runs.items():
-                s = run()
-                points.append({"round": r, "models": n, "variant": variant, "seconds": s})
-                print(f"round {r} models {n} {variant}: {s:.3f} s", flush=True)
+                s, cpu = run()
+                points.append({"round": r, "models": n, "variant": variant, "seconds": s,
+                               "cpu_seconds": cpu})
+                print(f"round {r} models {n} {variant}: {s:.3f} s ({cpu:.2f} CPU s)",
+                      flush=True)
     lines = [f"# Start to ready {args.name}: {doc['started']}", "",
              f"Machine: {machine_line(doc['machine'])}. Corolla code: {doc['code']}. "  # type: ignore[arg-type]
              f"Graph: `{graph.relative_to(envs.REPO)}`.", "",
              "Command: `python3 benchmarks/startup.py " + " ".join(sys.argv[1:]) + "`", "",
-             "| models | variant | seconds by round | median | vs bare |", "|---|---|---|---|---|"]
+             "| models | variant | seconds by round | median | vs bare | CPU s (median) "
+             "| CPU vs bare |", "|---|---|---|---|---|---|---|"]
     for n in counts:
         bare = statistics.median(float(q["seconds"]) for q in points  # type: ignore[arg-type]
                                  if q["models"] == n and q["variant"] == "bare")
+        bare_cpu = statistics.median(float(q["cpu_seconds"])  # type: ignore[arg-type]
+                                     for q in points
+                                     if q["models"] == n and q["variant"] == "bare")
         for variant in ("bare", "corolla warm", "corolla cold"):
             xs = [float(q["seconds"]) for q in points  # type: ignore[arg-type]
                   if q["models"] == n and q["variant"] == variant]
             med = statistics.median(xs)
+            cpu = statistics.median(float(q["cpu_seconds"])  # type: ignore[arg-type]
+                                    for q in points
+                                    if q["models"] == n and q["variant"] == variant)
             lines.append(f"| {n} | {variant} | {', '.join(f'{x:.2f}' for x in xs)} "
-                         f"| {med:.3f} | {med / bare:.2f} |")
+                         f"| {med:.3f} | {med / bare:.2f} | {cpu:.2f} | {cpu / bare_cpu:.2f} |")
     lines += ["", "warm: the tuning cache holds this model file and machine (any restart); "
               "cold: an empty tuning cache (a first start). The bare process imports "
               "onnxruntime, numpy, Pillow, grpcio and uvicorn, creates one session per model "
-              "and runs one inference on each."]
+              "and runs one inference on each. CPU s: user + system CPU of the process (every "
+              "thread) until ready; steadier than the wall time when others load the machine."]
     out = args.out / f"{started:%Y-%m-%d}-{args.name}"
     args.out.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
