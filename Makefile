@@ -11,6 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
+	$(PY) -m compileall -q src/corolla  # an editable install is not byte-compiled: starts faster
 	touch $@
 
 # Test and training dependencies. torch is pinned to the CPU build that this machine's
