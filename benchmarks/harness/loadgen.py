@@ -62,7 +62,8 @@ class Point:
 
 def _wrk(url: str, bodies: Path, content_type: str, connections: int, seconds: float
          ) -> tuple[dict[str, Any], float]:
-    """One bounded load run; ``grpc://HOST:PORT/Service/Method`` runs harness.grpc_load."""
+    """One bounded load run; ``grpc://HOST:PORT/Service/Method`` runs h2load (or, with
+    BENCH_GRPC_CLIENT=grpcio, harness.grpc_load)."""
     if url.startswith("grpc://") and os.environ.get("BENCH_GRPC_CLIENT", "h2load") == "h2load":
         return _h2load_grpc(url, bodies, connections, seconds)
     if url.startswith("grpc://"):

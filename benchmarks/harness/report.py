@@ -97,7 +97,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
     L.append(f"Each point: {st['warmup']:g} s warm-up, then {st['seconds']:g} s of wrk (one "
              f"thread, C keep-alive connections) on 127.0.0.1, rotating through "
              f"{st['photos']} real photos (mean {st['photo_bytes_mean'] / 1024:.0f} KiB); "
-             "gRPC points use harness/grpc_load.py (grpc.aio, C channels) instead of wrk. "
+             "gRPC points use h2load (C, C HTTP/2 connections, the photo of median size; "
+             "harness/h2load.py) instead of wrk, or harness/grpc_load.py with "
+             "BENCH_GRPC_CLIENT=grpcio. "
              "CPU: the server's whole process tree (psutil). Requests/s counts 2xx answers. "
              "Formats: b64 = JSON with base64 photos in each server's own protocol, raw = the "
              "JPEG as the body, grpc = TF Serving Predict with a DT_STRING photo.")

@@ -130,6 +130,9 @@ def test_train_cli_publishes_an_evaluated_version(
             if not within:
                 assert "more than 0.5" in decision["reason"]
         assert decision["served"] == md.default_variant and q["default_variant"] == decision
+        # The file manifest (written at publication) covers both graphs.
+        for graph in md.graph_variants.values():
+            assert md.files[graph].size == (v / graph).stat().st_size
     # the split recorded in the model reproduces: evaluate the test split again via the CLI
     out = tmp_path / "eval"
     assert (
