@@ -1,14 +1,15 @@
 """Calls shared by the gRPC and KServe V2 frontends, over :class:`PredictionService`'s public API.
 
 - KServe V2 helpers: a model and version from V2's strings, readiness, available versions,
-  metadata, and one inference call that returns what the codecs encode (with Triton's
-  classification extension applied to outputs that ask for it).
+  metadata, Triton's repository index, and one inference call that returns what the codecs
+  encode (with Triton's classification extension applied to outputs that ask for it).
 
 Everything here runs on the event loop and only awaits the service.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import Signature
 from corolla.protocols.kserve_v2 import InferRequest, classification_count, model_config
 from corolla.protocols.kserve_v2_tensors import classification
+from corolla.repository.policy import State
 from corolla.service import ModelSpec, PredictionService
 from corolla.versions import v2_version
 
@@ -43,6 +45,37 @@ def model_ready(service: PredictionService, name: str, version: str | None) -> b
     except (NotFound, InvalidArgument):
         return False
     return True
+
+
+# Triton's repository index states for the manager's version states.
+INDEX_STATES = {State.START: "LOADING", State.LOADING: "LOADING", State.AVAILABLE: "READY",
+                State.UNLOADING: "UNLOADING", State.END: "UNAVAILABLE"}
+
+
+def repository_index(service: PredictionService, *, ready_only: bool = False,
+                     allows: Callable[[str], bool] = lambda name: True
+                     ) -> list[dict[str, str]]:
+    """Triton's model repository index: one entry per model version the server knows, newest
+    first, and one without a version for a model that has none (yet); only the models that
+    ``allows`` (an API key's models), only READY entries when ``ready_only``."""
+    manager = service.manager
+    out: list[dict[str, str]] = []
+    for name in sorted(manager.model_names()):
+        if not allows(name):
+            continue
+        statuses = manager.statuses(name)
+        if not statuses and not ready_only:
+            out.append({"name": name, "state": "UNAVAILABLE",
+                         "reason": manager.source_error(name) or "no version found yet"})
+        for s in statuses:
+            state = INDEX_STATES.get(s.state, "UNAVAILABLE")
+            if ready_only and state != "READY":
+                continue
+            reason = s.error.message if s.error is not None else (
+                "unloaded" if s.state == State.END else "")
+            out.append({"name": name, "version": str(s.version), "state": state,
+                        "reason": reason})
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

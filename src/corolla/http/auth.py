@@ -5,6 +5,8 @@ Pure ASGI middleware over :class:`corolla.auth.KeyStore`. No key or an unknown k
 ``open_paths`` (health, metrics, when configured open) and CORS preflight requests (which
 browsers send without credentials) pass without a key. The model name comes from the request's
 match in the route table (corolla.http.routes), the same match that the router dispatches on.
+The key that passed is left in ``scope["corolla.api_key"]`` for handlers that answer about
+several models (the V2 repository index lists only the models the key may call).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class AuthMiddleware:
         # answers without this check having seen its model (None: not a model's route).
         model = route.model if route is not None else None
         try:
-            self.store.authorize(bearer_token(authorization, api_key), model)
+            scope["corolla.api_key"] = self.store.authorize(
+                bearer_token(authorization, api_key), model)
         except CorollaError as exc:
             scope["corolla.code"] = exc.code.name
             headers = (

@@ -2,7 +2,9 @@
 
 ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/{m}[/versions/{v}]`` (model metadata), ``.../ready``, ``.../config`` (Triton's model
-configuration extension) and ``POST .../infer`` with JSON
+configuration extension), ``POST /v2/repository/index`` (the index of Triton's model repository
+extension: every model version and its state; only the models an API key may call) and
+``POST .../infer`` with JSON
 or the binary tensor data extension (``Inference-Header-Content-Length``). Readiness answers 200
 when ready and 400 when not, as the protocol says (a 4xx means false). BYTES inputs of an image
 model's input are encoded images, decoded server-side. Request bodies may be gzip- or
@@ -64,6 +66,8 @@ class KServeV2Rest:
             Route(api="ServerMetadata", path="/v2", methods=get, handler=self.server_metadata),
             Route(api="ServerLive", path="/v2/health/live", methods=get, handler=self.live),
             Route(api="ServerReady", path="/v2/health/ready", methods=get, handler=self.ready),
+            Route(api="RepositoryIndex", path="/v2/repository/index", methods=post,
+                  handler=self.repository_index),
         ]
 
     async def server_metadata(self, request: Request) -> Response:
@@ -89,6 +93,23 @@ class KServeV2Rest:
     async def model_config(self, request: Request) -> Response:
         return _json(frontend.v2_model_config(self.service, request.path_params["name"],
                                               request.path_params.get("version")))
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await request_body(request)
+        ready = False
+        if body.strip():
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidArgument(f"the repository index request is not JSON: {exc}") from None
+            if not isinstance(doc, dict):
+                raise InvalidArgument("the repository index request must be a JSON object")
+            ready = doc.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidArgument(f"'ready' must be true or false, got {ready!r}")
+        key = request.scope.get("corolla.api_key")  # set by AuthMiddleware when keys are on
+        allows = key.allows if key is not None else (lambda name: True)
+        return _json(frontend.repository_index(self.service, ready_only=ready, allows=allows))
 
     async def infer(self, request: Request) -> Response:
         body = await request_body(request)
