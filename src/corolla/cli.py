@@ -173,6 +173,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="json: one JSON object per log line, with request ids (default text)")
     o.add_argument("--enable_metrics", default=True, **b,
                    help="Prometheus metrics at /metrics on the REST port (default true)")
+    o.add_argument("--enable_web_ui", default=True, **b,
+                   help="the web page at / on the REST port: classify photos, see the models "
+                        "and the server's metrics (default true; docs/web-ui.md)")
     o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
                    help="larger REST bodies are refused with 413 (0: no limit)")
     o.add_argument("--max_concurrent_requests", type=int, default=0,
@@ -380,6 +383,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         raise CorollaError(f"--api_keys_file {args.api_keys_file} does not exist")
     return {
         "metrics_paths": tuple(metrics_paths),
+        "web_ui": args.enable_web_ui,
         "http_limits": HttpLimits(max_body_bytes=args.max_request_body_bytes,
                                   max_concurrent_requests=args.max_concurrent_requests,
                                   header_timeout=args.http_header_timeout_seconds,

@@ -49,6 +49,7 @@ class ServerOptions:
     enable_fake_runtime: bool = False  # tests only
     # Operations and security (docs/operations.md).
     metrics_paths: tuple[str, ...] = ("/metrics",)  # () turns the metrics endpoint off
+    web_ui: bool = True  # the page at GET / (corolla.http.webui)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     auth_keys_file: str | None = None
     auth_keys: tuple[str, ...] = ()  # keys for every model (from the environment)

@@ -28,6 +28,7 @@ from corolla.auth import KeyStore
 from corolla.config import ModelConfig, load_model_config_file
 from corolla.cpus import available_cpus
 from corolla.errors import CorollaError
+from corolla.http import webui
 from corolla.http.app import Router, build_app
 from corolla.http.coalesce import DueWrites
 from corolla.http.encoding import BodyParser
@@ -223,6 +224,8 @@ class CorollaServer:
         routes: list[Route] = [*self._v2_rest.routes(), *self._v1_rest.routes()]
         routes.extend(health_routes(self.service, skip=route_paths(routes)))
         routes.extend(metrics_routes(self.scrape, self.options.metrics_paths))
+        if self.options.web_ui:
+            routes.extend(webui.webui_routes())
         return routes
 
     def other_routes(self) -> list[BaseRoute]:
@@ -237,6 +240,8 @@ class CorollaServer:
             paths.update(HEALTH_PATHS)
         if self.options.auth_open_metrics:
             paths.update(self.options.metrics_paths)
+        if self.options.web_ui:
+            paths.update(webui.OPEN_PATHS)  # the page holds no data; its API calls need keys
         return frozenset(paths)
 
     def rest_app(self) -> ASGIApp:
@@ -258,8 +263,10 @@ class CorollaServer:
                 app, allow_origins=list(opts.cors_allowed_origins) or ["*"],
                 allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
                 expose_headers=["x-request-id"])
-        app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight,
-                               frozenset([*HEALTH_PATHS, *opts.metrics_paths]))
+        # Health, metrics and the web page's static files are never limited: a busy server
+        # still answers its probes and still shows its page (whose API calls are limited).
+        exempt = [*HEALTH_PATHS, *opts.metrics_paths, *(webui.OPEN_PATHS if opts.web_ui else ())]
+        app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight, frozenset(exempt))
         return ObserveMiddleware(app, table=table, metrics=self.metrics,
                                  known_model=self.manager.has_model,
                                  draining=lambda: self.service.draining,
