@@ -20,17 +20,19 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from browser import DESKTOP, PHONE, chromium, require_chromium, screenshot, wait_for
-from conftest import Corolla, StartCorolla
 from PIL import Image
 
 from corolla.cli import default_model_base_path
 from corolla.demo_model import write_demo_version
 from corolla.runtimes.fake import write_fake_version
+
+if TYPE_CHECKING:
+    from conftest import Corolla, StartCorolla
 
 pytestmark = pytest.mark.slow
 
@@ -368,7 +370,8 @@ def noisy_jpeg(path: Path, size: int = 300) -> Path:
 
 def test_loading_model_413_and_429(start_corolla: StartCorolla, tmp_path: Path) -> None:
     write_demo_version(tmp_path / "colors", 1, size=16)
-    write_fake_version(tmp_path / "slow", 1, load_seconds=12)
+    # A version whose loads fail and are retried (a minute apart) stays LOADING meanwhile.
+    write_fake_version(tmp_path / "slow", 1, fail="weights are still being copied")
     cfg = tmp_path / "models.config"
     cfg.write_text(
         'model_config_list { config { name: "colors" base_path: "colors" } '
@@ -382,6 +385,7 @@ def test_loading_model_413_and_429(start_corolla: StartCorolla, tmp_path: Path) 
     with chromium() as driver:
         open_page(driver, server.url, "slow")
         assert "LOADING" in by_id(driver, "models").text
+        assert "weights are still being copied" in by_id(driver, "models").text
         pick(driver, red)
         (card,) = settled(driver, 1)
         assert card.find_element("css selector", ".error").text == (
