@@ -173,9 +173,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="json: one JSON object per log line, with request ids (default text)")
     o.add_argument("--enable_metrics", default=True, **b,
                    help="Prometheus metrics at /metrics on the REST port (default true)")
-    o.add_argument("--enable_web_ui", default=True, **b,
-                   help="the web page at / on the REST port: classify photos, see the models "
-                        "and the server's metrics (default true; docs/web-ui.md)")
+    o.add_argument("--enable_web_ui", default=True, **b, help="the web page at / (default true)")
     o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
                    help="larger REST bodies are refused with 413 (0: no limit)")
     o.add_argument("--max_concurrent_requests", type=int, default=0,
@@ -360,8 +358,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         if enabled:
             metrics_paths.append(path)
     open_endpoints = {e.strip() for e in args.auth_open_endpoints.split(",") if e.strip()}
-    unknown = open_endpoints - {"health", "metrics", "none"}
-    if unknown:
+    if unknown := open_endpoints - {"health", "metrics", "none"}:
         raise CorollaError(f"--auth_open_endpoints: unknown {sorted(unknown)} "
                            "(health, metrics, none)")
     env_keys = tuple(k.strip() for k in env.get(args.api_keys_env, "").split(",") if k.strip())
@@ -374,8 +371,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         rest_tls = load_tls_files(args.ssl_certfile, args.ssl_keyfile or args.ssl_certfile,
                                   args.ssl_ca_certs, args.ssl_client_verify)
     grpc_tls = load_ssl_config_file(args.ssl_config_file) if args.ssl_config_file else rest_tls
-    roots = tuple(r.strip() for r in args.allowed_model_roots.split(",") if r.strip())
-    if roots:
+    if roots := tuple(r.strip() for r in args.allowed_model_roots.split(",") if r.strip()):
         from corolla.confine import check_configs
         from corolla.server import default_cache_dir
         check_configs(models, roots, args.model_cache_dir or default_cache_dir())
