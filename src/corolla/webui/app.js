@@ -51,6 +51,10 @@
     return el;
   }
 
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
   function fmtMs(ms) {
     if (ms === null || !Number.isFinite(ms)) return '—';
     if (ms < 1) return ms.toFixed(2) + ' ms';
@@ -116,7 +120,7 @@
     else if (state.keyAsked && !state.key) msg = 'This server requires an API key: enter it to use the page.';
     else if (state.key) msg = 'An API key is in use for this tab.';
     const el = $('key-error');
-    el.textContent = msg;
+    setText(el, msg);  // a live region: said again only when it changes
     el.className = state.keyRefused || !state.key ? 'error' : 'note';
     renderServerState();
   }
@@ -247,7 +251,7 @@
       const ready = [...all.values()].filter((e) => modelSummary(e) === 'ready').length;
       text = `Connected: ${ready} of ${all.size} model${all.size === 1 ? '' : 's'} ready.`;
     }
-    el.textContent = text;
+    setText(el, text);
     el.className = bad ? 'error' : '';
   }
 
@@ -470,7 +474,7 @@
   }
 
   function note(text) {
-    $('upload-note').textContent = text;
+    setText($('upload-note'), text);
   }
 
   function summary() {
