@@ -173,7 +173,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="json: one JSON object per log line, with request ids (default text)")
     o.add_argument("--enable_metrics", default=True, **b,
                    help="Prometheus metrics at /metrics on the REST port (default true)")
-    o.add_argument("--enable_web_ui", default=True, **b, help="the web page at / (default true)")
+    o.add_argument("--enable_web_ui", default=True, **b,
+                   help="the web page at / on the REST port (default true; docs/web-ui.md)")
     o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
                    help="larger REST bodies are refused with 413 (0: no limit)")
     o.add_argument("--max_concurrent_requests", type=int, default=0,
