@@ -263,8 +263,6 @@ class CorollaServer:
                 app, allow_origins=list(opts.cors_allowed_origins) or ["*"],
                 allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
                 expose_headers=["x-request-id"])
-        # Health, metrics and the web page's static files are never limited: a busy server
-        # still answers its probes and still shows its page (whose API calls are limited).
         exempt = [*HEALTH_PATHS, *opts.metrics_paths, *(webui.OPEN_PATHS if opts.web_ui else ())]
         app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight, frozenset(exempt))
         return ObserveMiddleware(app, table=table, metrics=self.metrics,

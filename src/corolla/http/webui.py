@@ -3,7 +3,9 @@
 The page (``corolla/webui/``, shipped as package data) is static: it holds no data and calls only
 the public REST API (``POST /v2/repository/index``, ``:predict``, ``/metrics``) from the browser,
 with the API key a person types when the server requires one. So its files need no key: the
-server gives the auth middleware their exact paths (:data:`OPEN_PATHS`), never a prefix.
+server gives the auth middleware their exact paths (:data:`OPEN_PATHS`), never a prefix. Nor
+do they count against ``--max_concurrent_requests``: a busy server still shows its page, whose
+API calls are counted.
 
 The files are read once, when the routes are built, and answered from memory (gzip-compressed
 too, for clients that accept it) with a strong ETag; every answer carries a strict

@@ -18,6 +18,7 @@
     keyRefused: false,    // ...and refused the key in use
     index: [],
     indexText: '',
+    listed: false,        // the last model list request succeeded (with the key in use)
     metricsPath: METRIC_PATHS[0],
     scrape: null,
     paused: false,
@@ -135,6 +136,7 @@
     }
     writeKey(key);
     state.keyRefused = false;
+    state.listed = false;
     $('key-input').value = '';
     renderKey();
     refresh(true);
@@ -160,11 +162,13 @@
       return false;
     }
     if (!res.ok) {
+      state.listed = false;
       const msg = await errorText(res);
       if (res.status !== 401) setServerState(`The model list failed (HTTP ${res.status}): ${msg}`, true);
       return false;
     }
     const entries = await res.json();
+    state.listed = true;
     const text = JSON.stringify(entries);
     state.index = entries;
     if (text !== state.indexText) {
@@ -246,6 +250,8 @@
     else if (state.keyAsked && (!state.key || state.keyRefused)) {
       text = 'This server requires an API key.';
       bad = true;
+    } else if (!state.listed) {
+      text = state.key ? 'Checking the API key…' : 'Connecting to the server…';
     } else {
       const all = models();
       const ready = [...all.values()].filter((e) => modelSummary(e) === 'ready').length;
