@@ -72,7 +72,7 @@ def repository_index(service: PredictionService, *, ready_only: bool = False,
             if ready_only and state != "READY":
                 continue
             reason = s.error.message if s.error is not None else (
-                "unloaded" if s.state == State.END else "")
+                "unloaded" if s.state == State.END else s.note)
             out.append({"name": name, "version": str(s.version), "state": state,
                         "reason": reason})
     return out

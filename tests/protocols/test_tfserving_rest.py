@@ -214,6 +214,15 @@ def test_status_response() -> None:
     assert statuses[0].error is not None and statuses[0].error.code is Code.FAILED_PRECONDITION
 
 
+def test_status_of_a_version_serving_while_its_source_fails_keeps_code_ok() -> None:
+    note = "source: Could not list base path s3://b/m (retrying; loaded versions keep serving)"
+    statuses = [VersionStatus(version=2, state=State.AVAILABLE, error=None, note=note)]
+    assert codec.status_response(statuses) == {"model_version_status": [
+        {"version": "2", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": note}},
+    ]}  # fmt: skip
+
+
 def test_metadata_response_has_tf_servings_shape() -> None:
     md = ModelMetadata(
         signatures={"serving_default": ONE, "raw": TWO},

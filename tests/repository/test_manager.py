@@ -576,12 +576,12 @@ async def test_source_error_shows_on_the_serving_versions(
     base.rename(moved)
     await m.poll()
     (status,) = m.statuses("m")
-    assert status.state == State.AVAILABLE and status.error is not None
-    assert status.error.code == Code.UNAVAILABLE and "Could not find base path" in (
-        status.error.message)
+    # Still serving: error_code stays OK, the note says what failed.
+    assert status.state == State.AVAILABLE and status.error is None
+    assert "Could not find base path" in status.note
     moved.rename(base)
     await m.poll()
-    assert m.statuses("m")[0].error is None
+    assert m.statuses("m")[0].error is None and m.statuses("m")[0].note == ""
 
 
 @pytest.mark.parametrize("policy", ["availability_preserving", "resource_preserving"])

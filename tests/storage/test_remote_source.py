@@ -214,9 +214,11 @@ async def test_store_outage_keeps_serving_and_recovers(
     relay.stop()
     try:
         await r.manager.poll()
-        state, error = r.status()[1]
-        assert state == State.AVAILABLE and error.code == Code.UNAVAILABLE
-        assert uri in error.message and predict(r.manager) == 1
+        # It keeps serving: error_code stays OK (TF Serving clients check it), the status
+        # message says what failed.
+        (status,) = r.manager.statuses("m")
+        assert status.state == State.AVAILABLE and status.error is None
+        assert uri in status.note and predict(r.manager) == 1
         assert r.sources.stats.listings[("m", "error")] >= 1
         # Backing off: polls meanwhile do not ask the store again.
         before = r.sources.stats.listings[("m", "error")]
@@ -224,7 +226,7 @@ async def test_store_outage_keeps_serving_and_recovers(
         assert r.sources.stats.listings[("m", "error")] == before
     finally:
         relay.start()
-    await r.poll_until(lambda: r.status()[1][1] is None)
+    await r.poll_until(lambda: r.manager.statuses("m")[0].note == "")
     assert r.serving() == {1}
     relay.stop()
 

@@ -201,7 +201,7 @@ class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
             out = resp.model_version_status.add(version=status.version, state=int(status.state))
             err = status.error
             out.status.error_code = err.code.value if err is not None else Code.OK.value
-            out.status.error_message = err.message if err is not None else ""
+            out.status.error_message = err.message if err is not None else status.note
         return resp
 
     @handle_errors

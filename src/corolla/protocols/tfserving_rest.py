@@ -206,7 +206,7 @@ def status_response(statuses: list[VersionStatus]) -> dict[str, Any]:
     return {"model_version_status": [
         {"version": str(s.version), "state": s.state.name,
          "status": {"error_code": "OK" if s.error is None else s.error.code.name,
-                    "error_message": "" if s.error is None else s.error.message}}
+                    "error_message": s.note if s.error is None else s.error.message}}
         for s in statuses]}
 
 

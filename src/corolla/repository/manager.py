@@ -76,6 +76,9 @@ class VersionStatus:
     version: int
     state: State
     error: CorollaError | None
+    # A problem that does not stop this version serving (its source cannot be read): shown as
+    # the status message beside error_code OK, as TF Serving clients check the code.
+    note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -438,12 +441,16 @@ class Manager:
         record = self._models.get(name)
         if record is None:
             return []
-        # A source that cannot be read shows on every version that has no error of its own
-        # (they keep serving); versions the source has seen but does not offer show too.
+        # A source that cannot be read shows on every version that has no error of its own:
+        # as the error of those not serving, as a note (error_code stays OK) on those that keep
+        # serving; versions the source has seen but does not offer show too.
         source_err = (None if record.source_error is None
                       else Unavailable(f"source: {record.source_error} (retrying; loaded "
                                        "versions keep serving)"))
         out = [VersionStatus(version=r.version, state=r.state, error=r.error or source_err)
+               if r.state != State.AVAILABLE or r.error is not None or source_err is None
+               else VersionStatus(version=r.version, state=r.state, error=None,
+                                  note=source_err.message)
                for r in record.versions.values()]
         out += [VersionStatus(version=v, state=State.START if err is None else State.END,
                               error=err)
