@@ -8,7 +8,8 @@ Each variant is a set of extra ``corolla serve`` flags (on top of the harness's 
 ports, batching on), or ``@floor`` and benchmarks/floor_server.py's flags to run that
 bare-minimum server instead (``--variant 'floor=@floor --procs 2'``), or ``@limit B`` for the
 in-process limit at batch size B (harness/limit.py: one process per core decoding and running
-batches of B photos, no server; ``--variant 'limit=@limit 32'``), so that a server's ratio to
+batches of B photos, no server; ``--variant 'limit=@limit 32'``; ``@limit B fp32`` runs the
+version's fp32 graph variant instead of its default), so that a server's ratio to
 the limit is measured in the same alternating rounds; ``--pin CPUS`` starts
 the servers under ``taskset -c CPUS`` (a one-core process on this machine stands for a
 one-CPU container). Rounds alternate the variants so a drift of the machine hits them alike:
@@ -113,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("@limit needs an image model")
                 batch = int(flags[1]) if len(flags) > 1 else 32
                 procs = os.cpu_count() or 1
-                rps = throughput(Path(str(models[args.model]["version_dir"])), raw_file, batch,
-                                 args.seconds, procs)
+                version_dir = Path(str(models[args.model]["version_dir"]))
+                if len(flags) > 2:  # '@limit B VARIANT': another graph variant of the version
+                    version_dir = _variant_copy(version_dir, flags[2], work)
+                rps = throughput(version_dir, raw_file, batch, args.seconds, procs)
                 points.append({"round": r, "variant": name, "rps": rps, "limit": True,
                                "server_cpu_ms_per_req": 1000 * procs / rps, "p50_ms": 0.0,
                                "p99_ms": 0.0, "errors": {}})
@@ -160,6 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _variant_copy(version_dir: Path, variant: str, work: Path) -> Path:
+    """A copy of ``version_dir`` whose default graph is ``variant`` (for the limit: it runs
+    the graph that corolla.json names)."""
+    import dataclasses
+    import shutil
+
+    from corolla.model_dir import read_metadata, write_metadata
+
+    out = work / "variants" / variant / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    shutil.copytree(version_dir, out)
+    md = read_metadata(out)
+    write_metadata(out, dataclasses.replace(md, graph=md.graph_file(variant), files={}))
+    return out
+
+
 def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str:
     points: list[dict[str, object]] = doc["points"]  # type: ignore[assignment]
     from harness.bench import ab_report_head
@@ -176,7 +195,10 @@ def report(doc: dict[str, object], variants: list[tuple[str, list[str]]]) -> str
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = None
-    limits = [float(p["rps"]) for p in points if p.get("limit")]  # type: ignore[arg-type]
+    # "vs limit": against the first @limit variant (others may run another graph variant).
+    first_limit = next((n for n, f in variants if f[:1] == ["@limit"]), None)
+    limits = [float(p["rps"]) for p in points  # type: ignore[arg-type]
+              if p.get("limit") and p["variant"] == first_limit]
     limit = statistics.fmean(limits) if limits else None
     for name, flags in variants:
         ps = [p for p in points if p["variant"] == name]
