@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -601,3 +602,30 @@ def test_jpeg_header_leaves_unusual_layouts_to_pillow() -> None:
     # Orientation given as a LONG: Pillow reads the value all the same.
     long_six = decode(_with_app1(plain, _exif(6, kind=4)), spec)
     assert long_six.size[0] < long_six.size[1]
+
+
+# ---- decode_cost: the memory a decode will take, from the header (corolla.admission) ---------
+
+
+@pytest.mark.parametrize(("fmt", "save", "per_pixel"), [
+    ("JPEG", {}, 1.0), ("JPEG", {"progressive": True}, 6.5), ("PNG", {}, 8.5),
+    ("GIF", {}, 8.5), ("BMP", {}, 8.5), ("TIFF", {}, 8.5), ("WEBP", {}, 17.0),
+    ("WEBP", {"lossless": True}, 17.0),
+])
+def test_decode_cost_reads_the_size_from_the_header(
+        make_image: Callable[..., bytes], fmt: str, save: dict[str, object],
+        per_pixel: float) -> None:
+    from corolla.images import decode_cost
+
+    data = make_image("red", fmt, size=(321, 123), **save)
+    assert decode_cost(data) == int(321 * 123 * per_pixel)
+
+
+def test_decode_cost_of_cmyk_jpeg_and_garbage(make_image: Callable[..., bytes]) -> None:
+    from corolla.images import decode_cost
+
+    assert decode_cost(make_image("red", "JPEG", size=(100, 10), mode="CMYK")) == 8500
+    assert decode_cost(b"") == decode_cost(b"not an image") == 0
+    assert decode_cost(b"\xff\xd8\xff\xe0 truncated") == 0
+    webp_rgba = make_image("red", "WEBP", size=(50, 20), mode="RGBA")
+    assert decode_cost(webp_rgba) == 50 * 20 * 17

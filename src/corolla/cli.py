@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from corolla import __version__
+from corolla import __version__, admission
 from corolla.cpus import CPUS_ENV, available_cpus, detected_cpus, parse_cpus
 from corolla.errors import CorollaError
 
@@ -125,6 +125,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "of model input; beyond, 400 before any is decoded (default 256). "
                         "Also bounds what a request's tensors may expand to beyond the bytes "
                         "sent (TF's padding of a short typed field)")
+    admission.add_flags(c)
     c.add_argument("--onnx_intra_op_threads", type=int, default=0,
                    help="ONNX Runtime threads per inference (0: chosen for this machine)")
     c.add_argument("--onnx_solo_threads", type=int, default=0,
@@ -291,6 +292,7 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                                load_retry_interval=args.load_retry_interval_micros / 1e6),
         image_limits=ImageLimits(max_pixels=args.max_image_pixels),
         max_decoded_image_bytes=args.max_decoded_image_mib * 1024 * 1024,
+        memory_budget_bytes=admission.budget_from_flags(args, workers),
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         drain_timeout_seconds=args.drain_timeout_seconds,
         access_log=args.access_log,

@@ -75,6 +75,88 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+# Peak memory per source pixel while an image is decoded and preprocessed (bytes), measured on
+# 24-megapixel images (benchmarks/decode_memory.py): a baseline JPEG on the DCT-scaled fast path
+# 0.4, a progressive one 3.2 (libjpeg holds every coefficient: 6 with 4:4:4 chroma), PNG, GIF,
+# BMP, TIFF and CMYK JPEGs through Pillow 8, WebP 16. With some margin:
+_COST_PER_PIXEL = {"JPEG": 1.0, "JPEG progressive": 6.5, "WEBP": 17.0}
+_PILLOW_COST_PER_PIXEL = 8.5
+# SOF markers of progressive JPEGs (SOF2, SOF6, SOF10, SOF14).
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+
+
+def decode_cost(data: bytes | bytearray | memoryview) -> int:
+    """About the most memory (bytes) that decoding ``data`` for a model will take, from its
+    header alone (microseconds for JPEG, PNG, GIF and BMP; Pillow reads WebP and TIFF headers).
+    0 for bytes that decode would refuse before decoding (not an image, no size)."""
+    fmt = sniff_format(bytes(data[:16]))
+    try:
+        if fmt == "JPEG":
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if colorspace not in ("YCbCr", "RGB", "Gray"):
+                per_pixel = _PILLOW_COST_PER_PIXEL
+            else:
+                per_pixel = _COST_PER_PIXEL[
+                    "JPEG progressive" if _progressive(data) else "JPEG"]
+        elif fmt == "PNG":
+            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            per_pixel = _PILLOW_COST_PER_PIXEL
+        elif fmt == "GIF":
+            width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10],
+                                                                                 "little")
+            per_pixel = _PILLOW_COST_PER_PIXEL
+        elif fmt == "BMP":
+            width = abs(int.from_bytes(data[18:22], "little", signed=True))
+            height = abs(int.from_bytes(data[22:26], "little", signed=True))
+            per_pixel = _PILLOW_COST_PER_PIXEL
+        elif fmt == "WEBP":
+            width, height = _webp_size(data)
+            per_pixel = _COST_PER_PIXEL["WEBP"]
+        elif fmt is not None:  # TIFF: its size is in a tag; Pillow takes ~1 ms to find it
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+            per_pixel = _COST_PER_PIXEL.get(fmt, _PILLOW_COST_PER_PIXEL)
+        else:
+            return 0
+    except (ValueError, OSError, UnidentifiedImageError, SyntaxError):
+        return 0  # decode refuses it without decoding
+    return int(max(0, width) * max(0, height) * per_pixel)
+
+
+def _webp_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """A WebP's canvas size from its first chunk (VP8X, VP8 or VP8L), or (0, 0)."""
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return (int.from_bytes(data[24:27], "little") + 1,
+                int.from_bytes(data[27:30], "little") + 1)
+    if chunk == b"VP8 ":
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF,
+                int.from_bytes(data[28:30], "little") & 0x3FFF)
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return 0, 0
+
+
+def _progressive(data: bytes | bytearray | memoryview) -> bool:
+    """Whether a JPEG's frame header (the SOF marker before its first scan) is progressive."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):
+            return False
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker in _PROGRESSIVE_SOF
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def _open(data: bytes, limits: ImageLimits, *, fast_jpeg: bool = False) -> Image.Image:
     if not data:
         raise InvalidArgument("image is empty (0 bytes)")

@@ -36,6 +36,7 @@ from corolla.errors import CorollaError
 from corolla.runtimes.base import HasSoloStats
 
 if TYPE_CHECKING:
+    from corolla.admission import MemoryBudget
     from corolla.repository.serving_map import LoadedVersion
     from corolla.service import PredictionService
 
@@ -257,6 +258,31 @@ class Metrics:
         manager.on_load.append(self.on_load)
         manager.on_unload.append(self.on_unload)
         self.add_source(lambda: _model_gauges(service))
+        memory = service.memory
+        if memory is not None:
+            self.add_source(lambda: _memory_metrics(memory))
+
+
+def _memory_metrics(memory: MemoryBudget) -> Iterable[Metric]:
+    """The request memory budget (corolla.admission): its size, use, waits and refusals."""
+    stats = memory.stats
+    budget = Metric("corolla_memory_budget_bytes",
+                    "Memory that requests may hold in flight (--memory_budget_mib).", "gauge")
+    budget.add_sample("corolla_memory_budget_bytes", {}, memory.limit)
+    in_use = Metric("corolla_memory_in_use_bytes",
+                    "Memory that requests in flight hold now, of the budget.", "gauge")
+    in_use.add_sample("corolla_memory_in_use_bytes", {}, stats.in_use)
+    waits = Metric("corolla_memory_waits",
+                   "Requests that waited for memory of the budget.", "counter")
+    waits.add_sample("corolla_memory_waits_total", {}, stats.waits)
+    refusals = Metric("corolla_memory_refusals",
+                      "Requests refused for memory: busy (the budget stayed full for the whole "
+                      "wait: 503/UNAVAILABLE) or too_large (more than the budget: 413).",
+                      "counter")
+    refusals.add_sample("corolla_memory_refusals_total", {"reason": "busy"}, stats.busy)
+    refusals.add_sample("corolla_memory_refusals_total", {"reason": "too_large"},
+                        stats.too_large)
+    return [budget, in_use, waits, refusals]
 
 
 def _add_solo_stats(solo_runs: Metric, alone_ms: Metric, name: str,
@@ -341,6 +367,7 @@ Family = tuple[str, str, str, list[Sample]]
 # process's. Counters and histograms always add up.
 SUMMED_GAUGES = frozenset({
     "corolla_inflight_requests", "corolla_batch_queue_depth",
+    "corolla_memory_budget_bytes", "corolla_memory_in_use_bytes",
     "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds",
 })
 

@@ -41,6 +41,8 @@ class ServerOptions:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Model input that one request's encoded images may decode to (corolla.service).
     max_decoded_image_bytes: int = MAX_DECODED_IMAGE_BYTES
+    # Memory that requests may hold in flight in each process (corolla.admission); 0: off.
+    memory_budget_bytes: int = 0
     decode_threads: int = 0  # 0: one per core
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 0.0

@@ -150,7 +150,8 @@ class CorollaServer:
                                    default_timeout=options.rest_api_timeout_in_ms / 1000,
                                    max_decoded_image_bytes=options.max_decoded_image_bytes,
                                    inline_requests=options.inline_requests,
-                                   tune_cache_dir=options.tune_cache_dir),
+                                   tune_cache_dir=options.tune_cache_dir,
+                                   memory_budget_bytes=options.memory_budget_bytes),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
             activity=activity, run_hooks=self._run_hooks,
             warmup=warmup_hook(options.warmup, self.metrics),
@@ -264,7 +265,8 @@ class CorollaServer:
                 allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
                 expose_headers=["x-request-id"])
         exempt = [*HEALTH_PATHS, *opts.metrics_paths, *(webui.OPEN_PATHS if opts.web_ui else ())]
-        app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight, frozenset(exempt))
+        app = LimitsMiddleware(app, opts.http_limits, self.metrics.inflight, frozenset(exempt),
+                               memory=self.service.memory)
         return ObserveMiddleware(app, table=table, metrics=self.metrics,
                                  known_model=self.manager.has_model,
                                  draining=lambda: self.service.draining,

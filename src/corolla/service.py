@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from corolla import admission
+from corolla.admission import MemoryBudget
 from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig
 from corolla.errors import (
@@ -32,7 +34,7 @@ from corolla.errors import (
     InvalidArgument,
     NotFound,
 )
-from corolla.images import ImageLimits, preprocess_image
+from corolla.images import ImageLimits, decode_cost, preprocess_image
 from corolla.looprunner import LoopRunner
 from corolla.model_dir import ImagePreprocessing, ModelMetadata, Signature
 from corolla.repository.manager import Manager, PrepareHook, VersionStatus
@@ -107,6 +109,9 @@ class ServiceOptions:
     # Load-time batch-size measurements kept here across restarts (corolla.tunecache); "":
     # measured at every load.
     tune_cache_dir: str = ""
+    # Bytes that requests may hold in flight in this process (bodies, parsed JSON, decoded
+    # pixels): corolla.admission. 0: no budget.
+    memory_budget_bytes: int = 0
 
 
 class PredictionService:
@@ -132,6 +137,9 @@ class PredictionService:
         self._tune_cache = TuneCache(options.tune_cache_dir) if options.tune_cache_dir else None
         # Set by the server when it starts shutting down: readiness turns false at once.
         self.draining = False
+        # The frontends give each request a ledger on it (corolla.admission).
+        self.memory = (MemoryBudget(options.memory_budget_bytes)
+                       if options.memory_budget_bytes > 0 else None)
         # Decoding and inference on the event loop, for plans that run there (corolla.runplan).
         self.loop_runner = LoopRunner()
         # The one load-time hook: every version gets its runner, then its warmup.
@@ -386,6 +394,11 @@ class PredictionService:
                 f"input {pre.input!r} has {len(flat)} images; at most "
                 f"{max(1, self.options.max_decoded_image_bytes // row_bytes)} per request for "
                 f"this model (each decodes to {row_bytes} bytes)")
+        # With a memory budget, the decoded tensor is taken for the rest of the request, and
+        # each image's decoding memory (from its header) while it decodes.
+        ledger = admission.CURRENT.get()
+        if ledger is not None:
+            await ledger.take(len(flat) * row_bytes, f"{len(flat)} decoded images")
         loop = asyncio.get_running_loop()
         limits = self.options.image_limits
 
@@ -407,9 +420,10 @@ class PredictionService:
                 return self.loop_runner.submit(one, i, data, tag=tag)
             return loop.run_in_executor(self._decode, one, i, data)
 
+        run = submit if ledger is None else admission.metered(ledger, submit, decode_cost)
         if len(flat) == 1:  # the common case: no gather, and a view instead of a copy
-            return (await submit(0, flat[0]))[np.newaxis]
-        return np.stack(await asyncio.gather(*(submit(i, d) for i, d in enumerate(flat))))
+            return (await run(0, flat[0]))[np.newaxis]
+        return np.stack(await asyncio.gather(*(run(i, d) for i, d in enumerate(flat))))
 
 
 def _splittable(sig: Signature, inputs: Tensors, output_filter: tuple[str, ...]) -> bool:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
 import pytest
-from conftest import StartCorolla
 
 from corolla.demo_model import write_demo_version
 from corolla.protos.gen import grpc_predict_v2_pb2 as v2pb
@@ -25,7 +25,7 @@ GROWTH = 150 << 20
 
 
 @pytest.fixture
-def server(start_corolla: StartCorolla, tmp_path: Path):  # type: ignore[no-untyped-def]
+def server(start_corolla: Any, tmp_path: Path):  # type: ignore[no-untyped-def]
     write_demo_version(tmp_path / "colours", 1)
     return start_corolla("--model_name=colours", f"--model_base_path={tmp_path / 'colours'}",
                          wait_for=("colours",))

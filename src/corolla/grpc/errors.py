@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
+from corolla.admission import CURRENT, Ledger, MemoryBudget
 from corolla.errors import Code, CorollaError
 
 log = logging.getLogger("corolla.grpc")
@@ -67,21 +68,39 @@ def handle_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"the request is not a valid protobuf message: {request.error}")
+        memory: MemoryBudget | None = self.service.memory
+        ledger = token = None
+        trailers: tuple[tuple[str, str], ...] = ()
         try:
+            if memory is not None:
+                ledger = Ledger(memory, deadline(context))
+                token = CURRENT.set(ledger)
+                # The message, and the copies its tensors are read into (a bytes field is
+                # copied out of the message when read).
+                size = request.ByteSize()  # type: ignore[attr-defined]
+                await ledger.take(2 * size, "the request message")
             return await method(self, request, context)
         except CorollaError as exc:
             if exc.code in (Code.INTERNAL, Code.UNKNOWN, Code.DATA_LOSS):
                 log.error("%s -> %s: %s", method.__qualname__, exc.code.name, exc.message,
                           exc_info=exc.__cause__ is not None)
             status, message = _STATUS[exc.code], exc.message
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:  # gRPC's retry pushback: when to try again
+                trailers = (("grpc-retry-pushback-ms", str(int(retry_after * 1000))),)
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("unhandled error in %s", method.__qualname__)
             status, message = (grpc.StatusCode.INTERNAL,
                                "Internal error; the server log has the details")
+        finally:
+            if ledger is not None:
+                ledger.close()
+            if token is not None:
+                CURRENT.reset(token)
         # Outside the except block: see the module docstring.
-        await context.abort(status, message)
+        await context.abort(status, message, trailers)
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper

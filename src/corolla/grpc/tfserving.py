@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from corolla import admission
 from corolla.config import ModelConfig, ReloadConfig, model_configs_from_proto
 from corolla.errors import Code, InvalidArgument
 from corolla.grpc.errors import deadline, handle_errors
@@ -73,6 +74,11 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         # One allowance for the whole request: padding short typed fields is bounded in all.
         expansion = Expansion(self.service.options.max_decoded_image_bytes)
+        if admission.active():
+            await admission.reserve(
+                min(expansion.limit,
+                    sum(tensor_proto.padding_bytes(tp) for tp in request.inputs.values())),
+                "padding the request's tensors to their shapes")
         inputs = {alias: tensor_proto.to_numpy(tp, expansion=expansion)
                   for alias, tp in request.inputs.items()}
         result = await self.service.predict(spec, inputs,

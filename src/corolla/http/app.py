@@ -40,10 +40,12 @@ def error_response(message: str, status: int, headers: dict[str, str] | None = N
 async def _corolla_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CorollaError)
     request.scope["corolla.code"] = exc.code.name  # the status label of request metrics
-    if exc.http_status >= 500:
+    retry_after = getattr(exc, "retry_after", None)  # busy: when to try again (seconds)
+    if exc.http_status >= 500 and retry_after is None:  # busy is not a fault
         log.error("%s %s -> %s: %s", request.method, request.url.path, exc.code.name,
                   exc.message, exc_info=exc.__cause__ is not None)
-    return error_response(exc.message, exc.http_status)
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+    return error_response(exc.message, exc.http_status, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
+from corolla import admission
 from corolla.errors import Code, CorollaError, InvalidArgument
 
 T = TypeVar("T")
@@ -113,4 +114,13 @@ async def request_body(request: Request) -> bytes:
         if name == b"content-encoding":
             encoding = value.decode("latin-1")
             break
-    return inflate(await read_body(request), encoding, limit=body_limit(request.scope))
+    body = await read_body(request)
+    if encoding in ("", "identity"):
+        return body
+    limit = body_limit(request.scope)
+    # The inflated size is known only once inflated: take the most it may be, then give back
+    # what it did not take.
+    held = await admission.reserve(limit, "inflating the request body", at_most_budget=True)
+    out = inflate(body, encoding, limit=limit)
+    admission.release(held - len(out))
+    return out

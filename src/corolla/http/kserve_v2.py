@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from corolla import frontend
+from corolla import admission, frontend
 from corolla.errors import InvalidArgument
 from corolla.http.encoding import BodyParser, request_body
 from corolla.http.routes import Handler, Route
@@ -113,8 +113,13 @@ class KServeV2Rest:
 
     async def infer(self, request: Request) -> Response:
         body = await request_body(request)
-        req = await self.bodies.parse(len(body), codec.decode_request, body,
-                                      _header_length(request))
+        header_length = _header_length(request)
+        json_bytes = len(body) if header_length is None else min(max(0, header_length), len(body))
+        # The JSON part's Python objects take many times its size while it is parsed; binary
+        # tensors are views of the body.
+        await admission.parsing(json_bytes)
+        req = await self.bodies.parse(len(body), codec.decode_request, body, header_length)
+        admission.parsed(keep=admission.owned_bytes(req.inputs.values()))
         result = await frontend.v2_infer(self.service, request.path_params["name"],
                                          request.path_params.get("version"), req)
         content, header_length = codec.encode_response(

@@ -36,6 +36,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from corolla.admission import CURRENT, Ledger, MemoryBudget, parse_allowance
+from corolla.errors import CorollaError
 from corolla.http.coalesce import CoalescingWriter, DueWrites
 from corolla.metrics import Inflight
 
@@ -80,12 +82,14 @@ class LimitsMiddleware:
         limits: HttpLimits,
         inflight: Inflight,
         exempt_paths: frozenset[str] = frozenset(),
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.app = app
         self.max_body = limits.max_body_bytes
         self.max_concurrent = limits.max_concurrent_requests
         self.inflight = inflight
         self.exempt = exempt_paths
+        self.memory = memory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
@@ -101,47 +105,88 @@ class LimitsMiddleware:
             )
             return
         max_body = self.max_body
-        if max_body:
-            scope["corolla.max_body"] = max_body  # also caps inflated bodies (http/encoding.py)
-            length = None
+        memory = self.memory
+        length = None
+        json_body = True  # no Content-Type: the REST APIs read the body as JSON
+        if max_body or memory is not None:
             for name, value in scope["headers"]:
                 if name == b"content-length":
-                    length = value
-                    break
-            if length is not None:
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        length = -1
+                elif name == b"content-type":
+                    json_body = not value.startswith((b"image/", b"multipart/",
+                                                      b"application/octet-stream"))
+        if max_body:
+            scope["corolla.max_body"] = max_body  # also caps inflated bodies (http/encoding.py)
+            if length is not None and length > max_body:
+                scope["corolla.code"] = "RESOURCE_EXHAUSTED"
+                await send_error(
+                    send,
+                    413,
+                    f"Request body of {length} bytes exceeds the limit of {max_body} bytes",
+                    headers=[(b"connection", b"close")],
+                )
+                return
+        ledger = None
+        if memory is not None:
+            ledger = Ledger(memory)
+            if length is not None and length > 0:
+                # The body is read only once its bytes are granted (uvicorn stops reading a
+                # connection while 64 KiB of its body wait for the application); a JSON body
+                # takes what its parse needs at the same time, so that no request holds its
+                # body while it waits for the rest (see corolla.admission.parsing).
+                parse = parse_allowance(memory, length) if json_body else 0
                 try:
-                    n = int(length)
-                except ValueError:
-                    n = -1
-                if n > max_body:
-                    scope["corolla.code"] = "RESOURCE_EXHAUSTED"
-                    await send_error(
-                        send,
-                        413,
-                        f"Request body of {n} bytes exceeds the limit of {max_body} bytes",
-                        headers=[(b"connection", b"close")],
-                    )
+                    await ledger.take(length + parse, f"a request body of {length} bytes")
+                except CorollaError as exc:
+                    await _refuse(scope, send, exc)
                     return
-            elif scope["method"] in ("POST", "PUT", "PATCH"):
-                receive = _counting_receive(receive, max_body, scope)
+                ledger.parsing = parse
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH") and (
+                max_body or ledger is not None):
+            receive = _counting_receive(receive, max_body, scope, ledger)
+        token = CURRENT.set(ledger) if ledger is not None else None
         inflight.rest += 1
         try:
             await self.app(scope, receive, send)
         finally:
             inflight.rest -= 1
+            if ledger is not None:
+                ledger.close()
+            if token is not None:
+                CURRENT.reset(token)
 
 
-def _counting_receive(receive: Receive, limit: int, scope: Scope) -> Receive:
+async def _refuse(scope: Scope, send: Send, exc: CorollaError) -> None:
+    """Answer a request refused for memory before its body was read (and close: the body is
+    still on the connection)."""
+    scope["corolla.code"] = exc.code.name
+    headers = [(b"connection", b"close")]
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send_error(send, exc.http_status, exc.message, headers=headers)
+
+
+def _counting_receive(receive: Receive, limit: int, scope: Scope,
+                      ledger: Ledger | None = None) -> Receive:
+    """A body of unknown length (chunked): counted against the body limit as it is read, and
+    its bytes taken from the memory budget chunk by chunk."""
     seen = 0
 
     async def counted() -> Message:
         nonlocal seen
         message = await receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
+            n = len(message.get("body", b""))
+            seen += n
+            if limit and seen > limit:
                 scope["corolla.code"] = "RESOURCE_EXHAUSTED"
                 raise HTTPException(413, f"Request body exceeds the limit of {limit} bytes")
+            if ledger is not None:
+                await ledger.take(n, "a request body")
         return message
 
     return counted

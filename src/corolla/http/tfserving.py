@@ -15,9 +15,11 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
+from corolla import admission
 from corolla.errors import InvalidArgument, NotFound
 from corolla.http.encoding import BodyParser, request_body
 from corolla.http.routes import Route, route_of
@@ -134,6 +136,8 @@ class TfServingRest:
                 f"unsupported Content-Type {ctype!r}: send application/json, image/*, "
                 "or multipart/form-data")
         body = await request_body(request)
+        # The parsed body's Python objects take many times its size until its tensors exist.
+        await admission.parsing(len(body))
         try:
             doc = await self.bodies.parse(len(body), codec.loads, body)
         except InvalidArgument:
@@ -151,7 +155,11 @@ class TfServingRest:
         spec = ModelSpec(name=spec.name, version=spec.version, label=spec.label,
                          signature_name=sig_name)
         if verb == "predict":
-            return await self._predict_json(request, spec, doc, len(body))
+            inputs, row, top_k = await self._json_inputs(request, spec, doc, len(body))
+            # Not kept while the model runs: the parsed body is many times its size.
+            del doc, body
+            admission.parsed(keep=admission.owned_bytes(inputs.values()))
+            return await self._predict_tensors(spec, inputs, row, top_k)
         method = tf_inference.CLASSIFY_METHOD if verb == "classify" else tf_inference.REGRESS_METHOD
         if tf_inference.wants_examples(self.service.metadata(spec)[1], sig_name, method):
             # A SavedModel signature that parses serialized tf.Examples, as TF Serving runs it.
@@ -170,13 +178,18 @@ class TfServingRest:
             f"Was: {sig.method_name}. Model {spec.name} has no regression signature; use "
             f":predict{' or :classify' if md.labels else ''}")
 
-    async def _predict_json(self, request: Request, spec: ModelSpec, doc: dict[str, Any],
-                            size: int = 0) -> Response:
+    async def _json_inputs(self, request: Request, spec: ModelSpec, doc: dict[str, Any],
+                           size: int = 0) -> tuple[dict[str, np.ndarray], bool, int | None]:
+        """A :predict JSON body's tensors, whether it is in the row format, and its top_k."""
         _, md = self.service.metadata(spec)
         sig = find_signature(md, spec)  # before parsing: it decides the single-input shorthand
         inputs, row = await self.bodies.parse(size, codec.parse_predict, doc, sig)
-        top_k = _top_k(request, doc)
+        return inputs, row, _top_k(request, doc)
+
+    async def _predict_tensors(self, spec: ModelSpec, inputs: dict[str, np.ndarray], row: bool,
+                               top_k: int | None) -> Response:
         result = await self.service.predict(spec, inputs)
+        md = result.metadata
         if top_k is not None and md.labels and md.scores_output:
             classes = top_classes(result.metadata, result.outputs, top_k)
             preds = codec.labelled_predictions(classes, result.outputs, md.scores_output)

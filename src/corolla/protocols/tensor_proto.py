@@ -111,6 +111,21 @@ def to_numpy(tp: Any, *, max_elements: int = MAX_ELEMENTS, expansion: Expansion 
     return _fill(values, shape, n)
 
 
+def padding_bytes(tp: Any) -> int:
+    """The bytes that padding a short typed field to its shape would add (0 when none, and for
+    tensors that :func:`to_numpy` refuses): what a memory budget must grant before decoding."""
+    name = FROM_TF_DTYPE.get(int(tp.dtype))
+    if name is None or tp.tensor_content or tp.tensor_shape.unknown_rank:
+        return 0
+    try:
+        _, n = checked_shape([d.size for d in tp.tensor_shape.dim], MAX_ELEMENTS, "shape")
+    except InvalidArgument:
+        return 0
+    count = len(getattr(tp, _FIELD[name]))
+    itemsize = 8 if name == "string" else np.dtype(name).itemsize
+    return max(0, n - count) * itemsize
+
+
 def _check_count(count: int, n: int, shape: tuple[int, ...], field: str, itemsize: int,
                  expansion: Expansion) -> None:
     """Refuse more values than the shape holds; take the padding's bytes from the allowance."""
