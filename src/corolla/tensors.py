@@ -100,15 +100,22 @@ def checked_shape(shape: Any, max_elements: int, what: str) -> tuple[tuple[int, 
     dims = tuple(shape)
     if len(dims) > MAX_RANK:
         raise InvalidArgument(f"{what} has {len(dims)} dimensions; at most {MAX_RANK}")
-    n = 1
+    n = nonzero = 1
     for d in dims:
         if d < 0:
             raise InvalidArgument(f"{what} {list(dims)} has a negative dimension")
         if d > MAX_DIMENSION:
             raise InvalidArgument(f"{what} {list(dims)} has a dimension over {MAX_DIMENSION}")
         n *= d  # rank and dimensions are bounded: at most a 1,000-bit number
+        nonzero *= d or 1
     if n > max_elements:
         raise InvalidArgument(f"{what} {list(dims)} has more than {max_elements} elements")
+    if nonzero > max_elements:
+        # No elements, but numpy refuses a shape whose other dimensions multiply past its
+        # address space, and no model takes one.
+        raise InvalidArgument(
+            f"{what} {list(dims)} is too large: its non-zero dimensions multiply to more than "
+            f"{max_elements}")
     return dims, n
 
 

@@ -88,7 +88,9 @@ def test_shapes_no_array_can_have(shape: list[int], peak: Callable[[], int]) -> 
 
 def test_checked_shape_accepts_zero_sized_and_normal_shapes() -> None:
     assert checked_shape([0, 3], 10, "shape") == ((0, 3), 0)
-    assert checked_shape([MAX_DIMENSION, 0], 10, "shape") == ((MAX_DIMENSION, 0), 0)
+    assert checked_shape([10, 0, 10], 100, "shape") == ((10, 0, 10), 0)
+    with pytest.raises(InvalidArgument, match="non-zero dimensions"):
+        checked_shape([MAX_DIMENSION, 0], 10, "shape")
     assert checked_shape([], 10, "shape") == ((), 1)
 
 
@@ -118,6 +120,7 @@ def test_v2_binary_bytes_that_fit_decode() -> None:
 @pytest.mark.parametrize(("datatype", "shape"), [
     ("FP32", [0, 1 << 63]), ("BYTES", [0, 1 << 63]), ("FP32", [0, MAX_DIMENSION + 1]),
     ("INT8", [1] * (MAX_RANK + 1)), ("FP32", [1 << 62, 1 << 62, 0]),
+    ("FP32", [0, 1 << 31, 1 << 31, 1 << 31]), ("BYTES", [1 << 20, 0, 1 << 20]),
 ])
 def test_v2_json_impossible_shapes(datatype: str, shape: list[int], peak: Callable[[], int]
                                    ) -> None:
