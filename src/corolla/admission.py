@@ -144,7 +144,12 @@ def _read_limit(path: Path) -> int | None:
 
 
 def add_flags(group: argparse._ArgumentGroup) -> None:
-    """``corolla serve``'s flag for the budget."""
+    """``corolla serve``'s flags for what requests may allocate."""
+    group.add_argument("--max_decoded_image_mib", type=int, default=256,
+                       help="encoded images in one request may decode to at most this many MiB "
+                            "of model input; beyond, 400 before any is decoded (default 256). "
+                            "Also bounds what a request's tensors may expand to beyond the "
+                            "bytes sent (TF's padding of a short typed field)")
     group.add_argument(
         "--memory_budget_mib", type=int, default=-1,
         help="memory that requests may hold in flight per serving process (bodies, parsed "

@@ -120,11 +120,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--max_image_pixels", type=int, default=40_000_000,
                    help="images with more pixels are refused with 400 before they are decoded "
                         "(JPEGs, decoded downscaled, may have twice as many; default 40000000)")
-    c.add_argument("--max_decoded_image_mib", type=int, default=256,
-                   help="encoded images in one request may decode to at most this many MiB "
-                        "of model input; beyond, 400 before any is decoded (default 256). "
-                        "Also bounds what a request's tensors may expand to beyond the bytes "
-                        "sent (TF's padding of a short typed field)")
     admission.add_flags(c)
     c.add_argument("--onnx_intra_op_threads", type=int, default=0,
                    help="ONNX Runtime threads per inference (0: chosen for this machine)")

@@ -17,7 +17,7 @@ from corolla.repository.manager import ManagerOptions
 from corolla.runtimes.base import Runtime
 from corolla.runtimes.onnx import OnnxOptions
 from corolla.runtimes.tensorflow import TensorflowOptions
-from corolla.service import MAX_DECODED_IMAGE_BYTES
+from corolla.service import MAX_DECODED_IMAGE_BYTES, ServiceOptions
 from corolla.tls import TlsFiles
 from corolla.warmup import WarmupOptions
 
@@ -79,6 +79,15 @@ class ServerOptions:
     inline_requests: bool = False
     log_level: str = "INFO"  # for the worker processes' logging
     log_format: str = "text"
+
+    def service_options(self) -> ServiceOptions:
+        """The prediction service's share of these settings."""
+        return ServiceOptions(batching=self.batching, image_limits=self.image_limits,
+                              default_timeout=self.rest_api_timeout_in_ms / 1000,
+                              max_decoded_image_bytes=self.max_decoded_image_bytes,
+                              inline_requests=self.inline_requests,
+                              tune_cache_dir=self.tune_cache_dir,
+                              memory_budget_bytes=self.memory_budget_bytes)
 
 
 def default_cache_dir() -> str:

@@ -47,7 +47,7 @@ from corolla.runner import RunHooks
 from corolla.runtimes.base import Activity, Runtime
 from corolla.runtimes.onnx import OnnxRuntime
 from corolla.runtimes.tensorflow import TensorflowRuntime
-from corolla.service import PredictionService, ServiceOptions
+from corolla.service import PredictionService
 from corolla.warmup import warmup_hook
 from corolla.workers import START_TIMEOUT, WorkerControl, WorkerLink, WorkerPool
 
@@ -146,12 +146,7 @@ class CorollaServer:
             self.metrics.add_source(self.prediction_cache.collect)
         self.service = PredictionService(
             self.manager,
-            options=ServiceOptions(batching=options.batching, image_limits=options.image_limits,
-                                   default_timeout=options.rest_api_timeout_in_ms / 1000,
-                                   max_decoded_image_bytes=options.max_decoded_image_bytes,
-                                   inline_requests=options.inline_requests,
-                                   tune_cache_dir=options.tune_cache_dir,
-                                   memory_budget_bytes=options.memory_budget_bytes),
+            options=options.service_options(),
             decode_executor=self.decode_pool, infer_executor=self.infer_pool,
             activity=activity, run_hooks=self._run_hooks,
             warmup=warmup_hook(options.warmup, self.metrics),
