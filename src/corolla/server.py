@@ -36,6 +36,7 @@ from corolla.http.health import HEALTH_PATHS, health_routes, metrics_routes, rou
 from corolla.http.kserve_v2 import KServeV2Rest
 from corolla.http.limits import LimitsMiddleware, guarded_protocol
 from corolla.http.observe import ObserveMiddleware
+from corolla.http.openapi import OpenApi
 from corolla.http.routes import Route, RouteTable
 from corolla.http.tfserving import TfServingRest
 from corolla.logging_setup import ModelEvents
@@ -160,6 +161,7 @@ class CorollaServer:
         bodies = BodyParser()  # one big body parsed at a time in this process, any API
         self._v1_rest = TfServingRest(self.service, bodies=bodies)
         self._v2_rest = KServeV2Rest(self.service, bodies=bodies)
+        self.openapi = OpenApi(options.metrics_paths)  # GET /openapi.json, from the table
         events = ModelEvents()
         self.manager.on_load.append(events.on_load)
         self.manager.on_unload.append(events.on_unload)
@@ -217,7 +219,8 @@ class CorollaServer:
 
     def rest_routes(self) -> list[Route]:
         """Every REST route, for the one route table (corolla.http.routes)."""
-        routes: list[Route] = [*self._v2_rest.routes(), *self._v1_rest.routes()]
+        routes: list[Route] = [*self._v2_rest.routes(), *self._v1_rest.routes(),
+                               self.openapi.route()]
         routes.extend(health_routes(self.service, skip=route_paths(routes)))
         routes.extend(metrics_routes(self.scrape, self.options.metrics_paths))
         if self.options.web_ui:
@@ -244,7 +247,7 @@ class CorollaServer:
         """The router over the route table, wrapped (outermost first) in observe -> limits ->
         CORS -> auth; all of them read the one match that observe makes per request."""
         opts = self.options
-        table = RouteTable(self.rest_routes())
+        table = self.openapi.table = RouteTable(self.rest_routes())
         app: ASGIApp = Router(table, build_app(self.other_routes()))
         if self.keys is not None:
             from corolla.http.auth import AuthMiddleware

@@ -51,6 +51,8 @@ async def test_a_41_byte_predict_does_not_allocate_a_gib(served: Served) -> None
     req = _claim("colours", types_pb2.DT_FLOAT, [1 << 28], float_val=[1.0])
     assert req.ByteSize() < 64
     stub = prediction_service_pb2_grpc.PredictionServiceStub(served.channel)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Predict(req)  # first calls warm caches up
     tracemalloc.start()
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -60,7 +62,7 @@ async def test_a_41_byte_predict_does_not_allocate_a_gib(served: Served) -> None
         tracemalloc.stop()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "padding float_val" in (err.value.details() or "")
-    assert peak < 16 << 20
+    assert peak < 64 << 20  # the claim was 1 GiB
 
 
 async def test_string_tensor_of_shape_zero(served: Served) -> None:
