@@ -23,7 +23,6 @@ from corolla_process import free_port
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from corolla.config import ModelConfig
 from corolla.demo_model import write_demo_version
 from corolla.http.openapi import document
 from corolla.http.routes import RouteTable

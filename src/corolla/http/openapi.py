@@ -182,8 +182,11 @@ _HEADER_LENGTH = {"name": "Inference-Header-Content-Length", "in": "header", "re
 
 
 def _op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None,
-        params: list[dict[str, Any]] | None = None, **more: dict[str, Any]) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **ERRORS, **more}}
+        params: list[dict[str, Any]] | None = None, codes: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+    """An operation: ``ok`` for 200, the error body for the other codes but ``codes``."""
+    op: dict[str, Any] = {"summary": summary,
+                          "responses": {"200": ok, **ERRORS, **(codes or {})}}
     if body is not None:
         op["requestBody"] = body
     if params:
@@ -205,12 +208,12 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "ServerMetadata": {"get": _op("V2 server metadata", _json(_ref("metadata_server_response")))},
     "ServerLive": {"get": _op("V2 server live", _json(_ref("live")))},
     "ServerReady": {"get": _op("V2 server ready (400 or 503: not ready)", _json(_ref("ready")),
-                               **{"400": _json(_ref("ready"), "Not ready"),
-                                  "503": _json(_ref("ready"), "Not ready")})},
+                               codes={"400": _json(_ref("ready"), "Not ready"),
+                                      "503": _json(_ref("ready"), "Not ready")})},
     "ModelMetadata": {"get": _op("V2 model metadata", _json(_ref("metadata_model_response")))},
     "ModelReady": {"get": _op("V2 model ready (400: not ready)",
                               _json(_ref("model_ready_response")),
-                              **{"400": _json(_ref("model_ready_response"), "Not ready")})},
+                              codes={"400": _json(_ref("model_ready_response"), "Not ready")})},
     "ModelConfig": {"get": _op("V2 model configuration (Triton's extension)",
                                _json(_ref("model_config_response")))},
     "ModelInfer": {"post": _op(
@@ -232,7 +235,7 @@ PLAIN_PATHS: dict[str, dict[str, dict[str, Any]]] = {
                            "(503 otherwise)", _json(_ref("ready")),
                            params=[{"name": "model", "in": "query", "required": False,
                                     "schema": {"type": "string"}}],
-                           **{"503": _json(_ref("ready"), "Not ready")})},
+                           codes={"503": _json(_ref("ready"), "Not ready")})},
     PATH: {"get": _op("This document", _json({"type": "object"}))},
 }
 _METRICS = {"get": _op("Prometheus metrics", {
