@@ -110,7 +110,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     for flag in IGNORED_TF_FLAGS:
         g.add_argument(f"--{flag}", default=None, help=argparse.SUPPRESS)
     c = p.add_argument_group("Corolla flags")
-    c.add_argument("--host", default="0.0.0.0", help="address the REST API binds to")
+    c.add_argument("--host", default="0.0.0.0", help="address the REST and gRPC APIs bind to")
+    c.add_argument("--grpc_host", default=None, help="address the gRPC API binds to (--host)")
     c.add_argument("--model_platform", default="", choices=["", "onnx", "tensorflow"],
                    help="platform of --model_name (default: detect per version)")
     c.add_argument("--version_policy_mode", default="availability_preserving",
@@ -171,18 +172,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="Prometheus metrics at /metrics on the REST port (default true)")
     o.add_argument("--enable_web_ui", default=True, **b,
                    help="the web page at / on the REST port (default true; docs/web-ui.md)")
-    o.add_argument("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
-                   help="larger REST bodies are refused with 413 (0: no limit)")
-    o.add_argument("--max_concurrent_requests", type=int, default=0,
-                   help="REST + gRPC requests served at once; beyond: 429 / "
-                        "RESOURCE_EXHAUSTED (0: no limit)")
-    o.add_argument("--http_header_timeout_seconds", type=float, default=15.0,
-                   help="close connections whose request headers take longer (slowloris)")
-    o.add_argument("--http_body_timeout_seconds", type=float, default=120.0,
-                   help="close connections whose request body takes longer to arrive")
-    o.add_argument("--http_max_header_bytes", type=int, default=64 * 1024,
-                   help="larger REST request headers (request line included) are refused "
-                        "with 431 and the connection closed (0: no limit)")
+    from corolla.http.limits import add_flags as add_limit_flags
+
+    add_limit_flags(o)  # body, header and connection limits, slow clients
     o.add_argument("--api_keys_file", default=None,
                    help="API keys, one per line, optionally followed by the models they may "
                         "call; re-read when it changes")
@@ -266,7 +258,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
     return ServerOptions(
-        host=args.host, rest_api_port=rest_api_port(args, env), grpc_port=args.port,
+        host=args.host, grpc_host=args.grpc_host, rest_api_port=rest_api_port(args, env),
+        grpc_port=args.port,
         models=tuple(models), model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -339,7 +332,7 @@ def apply_cpus(args: argparse.Namespace, environ: MutableMapping[str, str]) -> N
 def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any]
                  ) -> dict[str, Any]:
     """ServerOptions fields for metrics, limits, auth, TLS, warmup and model roots."""
-    from corolla.http.limits import HttpLimits
+    from corolla.http.limits import limits_from_flags
     from corolla.metrics import parse_monitoring_config
     from corolla.storage.flags import storage_options
     from corolla.tls import load_ssl_config_file, load_tls_files
@@ -378,11 +371,7 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
     return {
         "metrics_paths": tuple(metrics_paths),
         "web_ui": args.enable_web_ui,
-        "http_limits": HttpLimits(max_body_bytes=args.max_request_body_bytes,
-                                  max_concurrent_requests=args.max_concurrent_requests,
-                                  header_timeout=args.http_header_timeout_seconds,
-                                  body_timeout=args.http_body_timeout_seconds,
-                                  max_header_bytes=args.http_max_header_bytes),
+        "http_limits": limits_from_flags(args),
         "auth_keys_file": args.api_keys_file,
         "auth_keys": env_keys,
         "auth_open_health": "health" in open_endpoints,

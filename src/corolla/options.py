@@ -25,6 +25,7 @@ from corolla.warmup import WarmupOptions
 @dataclass(frozen=True, kw_only=True)
 class ServerOptions:
     host: str = "0.0.0.0"
+    grpc_host: str | None = None  # None: --host
     rest_api_port: int = 8501
     grpc_port: int = 8500
     models: tuple[ModelConfig, ...] = ()

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
-import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -39,6 +37,14 @@ from corolla.http.observe import ObserveMiddleware
 from corolla.http.openapi import OpenApi
 from corolla.http.routes import Route, RouteTable
 from corolla.http.tfserving import TfServingRest
+from corolla.listeners import (
+    ListenError,
+    RestListener,
+    grpc_address,
+    grpc_probe_host,
+    in_use,
+    rest_socket,
+)
 from corolla.logging_setup import ModelEvents
 from corolla.metrics import Metrics
 from corolla.options import ServerOptions, default_cache_dir
@@ -58,47 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["CorollaServer", "ListenError", "ServerOptions", "serve", "serve_worker"]
 
 log = logging.getLogger("corolla.server")
-
-
-class ListenError(Exception):
-    """A listening port could not be opened (in use, or not allowed)."""
-
-
-def _in_use(host: str, port: int) -> bool:
-    """Whether something listens on ``host:port`` already, shared port or not.
-
-    With ``--rest_workers`` the server's processes listen with SO_REUSEPORT, and so would a
-    second Corolla started on the same ports: the kernel would then split connections between
-    two unrelated servers. The main process tries the port first without SO_REUSEPORT, which
-    fails wherever any socket listens on it ("::" also covers IPv4, falling back to 0.0.0.0
-    where IPv6 is off). Port 0 is always free.
-    """
-    if port == 0:
-        return False
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        probe = socket.socket(family)
-    except OSError:
-        if family != socket.AF_INET6:
-            raise
-        family, host, probe = socket.AF_INET, "0.0.0.0", socket.socket(socket.AF_INET)
-    with probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
-        if family == socket.AF_INET6 and host == "::":
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: CorollaServer owns the shutdown order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def _runtimes(options: ServerOptions, activity: Activity) -> list[Runtime]:
@@ -171,7 +136,7 @@ class CorollaServer:
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._uvicorn: _Uvicorn | None = None
+        self._rest: RestListener | None = None
         self._grpc: grpc.aio.Server | None = None
         self.rest_port = options.rest_api_port
         self.grpc_port = options.grpc_port
@@ -287,7 +252,8 @@ class CorollaServer:
         return build_grpc_server(self.service, reload_config=self.reload_config,
                                  max_message_bytes=self.options.grpc_max_message_bytes,
                                  interceptors=[ops],
-                                 options=[("grpc.so_reuseport", 1 if self.shares_ports else 0)])
+                                 options=[("grpc.so_reuseport", 1 if self.shares_ports else 0),
+                                          *_grpc_age(self.options)])
 
     @property
     def shares_ports(self) -> bool:
@@ -296,111 +262,100 @@ class CorollaServer:
         half the connections."""
         return self.options.rest_workers > 1 or self.worker is not None
 
-    async def _start_grpc(self) -> None:
+    def _bind_grpc(self) -> None:
+        """Build the gRPC server and bind its port (--grpc_host, default --host)."""
         opts = self.options
         self._grpc = server = self._grpc_server()
         if server is None:
             return
-        address = f"[::]:{opts.grpc_port}" if opts.grpc_port else "[::]:0"
-        credentials = None
-        if opts.grpc_tls is not None:
-            from corolla.tls import grpc_server_credentials
-
-            credentials = grpc_server_credentials(opts.grpc_tls)
-        if self.worker is None and self.shares_ports and _in_use("::", opts.grpc_port):
+        host = opts.grpc_host if opts.grpc_host is not None else opts.host
+        if self.worker is None and self.shares_ports and in_use(grpc_probe_host(host),
+                                                                opts.grpc_port):
             raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
                               "is in use")
+        address = grpc_address(host, opts.grpc_port)
         try:
-            if credentials is not None:
-                self.grpc_port = server.add_secure_port(address, credentials)
+            if opts.grpc_tls is not None:
+                from corolla.tls import grpc_server_credentials
+
+                self.grpc_port = server.add_secure_port(
+                    address, grpc_server_credentials(opts.grpc_tls))
             else:
                 self.grpc_port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio's "Failed to bind to address"
-            raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
-                              "is in use or not allowed") from exc
-        await server.start()
+            raise ListenError(f"cannot listen on {address} (gRPC API): the port is in use or "
+                              "not allowed") from exc
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def ready(self) -> bool:
         return self.service.ready()
 
-    async def start(self) -> None:
-        opts = self.options
-        if self.worker is not None:
-            # A worker listens only once its models have settled: the kernel hands new
-            # connections to every listening process, and none should land on one that is
-            # still loading.
-            await self.manager.set_configs(list(opts.models))
-            names = [c.name for c in opts.models]
-            await self.manager.wait_until(
-                lambda: all(self.manager.settled(n) for n in names), START_TIMEOUT)
-        if self.worker is None and self.shares_ports and _in_use(opts.host, opts.rest_api_port):
-            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
-                              "Address already in use")
-        sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.shares_ports:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((opts.host, opts.rest_api_port))
-        except OSError as exc:
-            sock.close()
-            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
-                              f"{exc.strerror or exc}") from exc
-        sock.listen(2048)
-        sock.setblocking(False)
-        self.rest_port = sock.getsockname()[1]
-        if self.worker is None:
-            # Models load (loader threads) while the REST and gRPC servers are built: a
-            # restart is ready sooner (benchmarks/startup.py).
-            await self.manager.set_configs(list(opts.models))
-        limits = opts.http_limits
+    def _uvicorn_config(self) -> uvicorn.Config:
+        opts, limits = self.options, self.options.http_limits
         tls_factory = None
         if opts.rest_tls is not None:
             from corolla.tls import rest_ssl_context
 
             ctx = rest_ssl_context(opts.rest_tls)
             tls_factory = lambda config, default: ctx  # noqa: E731
-        config = uvicorn.Config(
+        return uvicorn.Config(
             self.rest_app(), lifespan="off", access_log=False, log_config=None,
             timeout_graceful_shutdown=int(opts.drain_timeout_seconds) or None,
-            timeout_keep_alive=75, loop="none", server_header=False,
+            timeout_keep_alive=75, loop="none", server_header=False, backlog=2048,
             ws="none",  # no WebSocket routes: and "auto" imports a WebSocket library
-            http=guarded_protocol(limits.header_timeout, limits.body_timeout,
-                                  limits.max_header_bytes, due_writes=self.due_writes),
+            http=guarded_protocol(limits, due_writes=self.due_writes),
             ssl_context_factory=tls_factory)
-        self._uvicorn = _Uvicorn(config)
-        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),
-                                               name="rest"))
+
+    async def start(self) -> None:
+        opts = self.options
+        if self.worker is None and self.shares_ports and in_use(opts.host, opts.rest_api_port):
+            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
+                              "Address already in use")
+        sock = rest_socket(opts.host, opts.rest_api_port, shared=self.shares_ports)
+        self.rest_port = sock.getsockname()[1]
+        # Models load (loader threads) while the servers are built: a restart is ready sooner.
+        await self.manager.set_configs(list(opts.models))
+        self._rest = RestListener(self._uvicorn_config(), sock)
+        grpc_early = opts.grpc_port == 0 and self.worker is None  # the workers need its port
+        if grpc_early:
+            self._bind_grpc()
+        if self.worker is None and opts.rest_workers > 1:
+            self.pool = WorkerPool(
+                opts.rest_workers, options=opts, serve=serve_worker,
+                families=self.metrics.families, reload_everywhere=self.reload_config,
+                port=self.rest_port, grpc_port=self.grpc_port if opts.grpc_port >= 0 else -1)
+            self.metrics.add_source(self._workers_gauge)
+            await self.pool.start()
+        if self.shares_ports:
+            # Processes that share the ports listen only once their models have settled: the
+            # kernel hands new connections to every listening process, and none should land
+            # on one that is still loading (TF Serving too opens its ports after the first
+            # load). A lone process listens at once: health answers while models load.
+            names = [c.name for c in opts.models]
+            await self.manager.wait_until(lambda: self._stop.is_set() or all(
+                self.manager.settled(n) for n in names), START_TIMEOUT)
+            if self._stop.is_set():
+                return
+        if not grpc_early and opts.grpc_port >= 0 and (self.worker is None or opts.grpc_port):
+            self._bind_grpc()
+        self._tasks.append(self._rest.serve())
+        if self._grpc is not None:
+            await self._grpc.start()
         if self.keys is not None and opts.auth_keys_file:
             self._tasks.append(asyncio.create_task(
                 self.keys.watch(opts.auth_reload_seconds, self._stop), name="keys-watch"))
+        self._tasks.append(asyncio.create_task(
+            self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
+            name="fs-poll"))
         if self.worker is not None:
-            if opts.grpc_port > 0:  # the main process's port, shared (SO_REUSEPORT)
-                await self._start_grpc()
             log.info("REST worker %d listening on %s:%d%s", self.worker.index, opts.host,
                      self.rest_port, f" and gRPC port {self.grpc_port}" if self._grpc else "")
-            self._tasks.append(asyncio.create_task(
-                self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
-                name="fs-poll"))
             return
-        if opts.grpc_port >= 0:
-            await self._start_grpc()
         log.info("REST API on %s:%d%s%s, gRPC on port %d%s", opts.host, self.rest_port,
                  " (TLS)" if opts.rest_tls else "",
                  f" ({opts.rest_workers} processes)" if opts.rest_workers > 1 else "",
                  self.grpc_port, " (TLS)" if opts.grpc_tls else "")
-        if opts.rest_workers > 1:
-            self.pool = WorkerPool(
-                opts.rest_workers, options=opts, serve=serve_worker,
-                families=self.metrics.families, reload_everywhere=self.reload_config,
-                port=self.rest_port, grpc_port=self.grpc_port if self._grpc is not None else -1)
-            self.metrics.add_source(self._workers_gauge)
-            await self.pool.start()
-        self._tasks.append(asyncio.create_task(
-            self.manager.run_polling(opts.file_system_poll_wait_seconds, self._stop),
-            name="fs-poll"))
         if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._poll_config_file(), name="cfg-poll"))
 
@@ -458,8 +413,8 @@ class CorollaServer:
         grpc_stop = None
         if self._grpc is not None:
             grpc_stop = asyncio.create_task(self._grpc.stop(self.options.drain_timeout_seconds))
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+        if self._rest is not None:
+            await self._rest.drain()  # no connection that the kernel accepted is reset
         for t in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await t
@@ -475,6 +430,16 @@ class CorollaServer:
         self.infer_pool.shutdown(wait=True)
         self.load_pool.shutdown(wait=True)
         log.info("stopped")
+
+
+def _grpc_age(options: ServerOptions) -> list[tuple[str, int]]:
+    """gRPC's connection age (GOAWAY, then the grace to finish calls): as REST's keep-alive
+    connections, channels reconnect and spread over the processes again."""
+    age = options.http_limits.max_connection_age
+    if age <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(options.drain_timeout_seconds * 1000))]
 
 
 async def serve(options: ServerOptions) -> int:

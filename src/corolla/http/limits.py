@@ -22,10 +22,18 @@ while a request's headers are incomplete, and measures the headers once they are
 may arrive in one read), and answers 431 (and closes) past ``max_header_bytes``.
 Requests the parser rejects get a JSON 400 instead of uvicorn's plain-text one, after the answers
 to any complete requests pipelined before them on the connection (uvicorn closes at once).
+
+Connection reuse: a keep-alive connection is answered ``Connection: close`` after
+``max_requests_per_connection`` requests or once it is ``max_connection_age`` seconds old, so
+that long-lived clients reconnect and the kernel spreads their connections over the processes
+again (a worker restarted by ``--rest_workers``' watchdog gets clients back). At shutdown, a
+connection between requests (accepted while the listener drained, corolla.listeners, or idle on
+keep-alive) has a request that arrives within ``FIRST_REQUEST_WAIT`` answered, then closes.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -45,6 +53,11 @@ log = logging.getLogger("corolla.limits")
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000  # nginx's keepalive_requests
+DEFAULT_MAX_CONNECTION_AGE = 300.0
+# At shutdown, a connection between requests (accepted while the listener drained, or an idle
+# keep-alive one) gets this long to send a request; it is answered, then closed.
+FIRST_REQUEST_WAIT = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +67,46 @@ class HttpLimits:
     header_timeout: float = 15.0  # 0: none
     body_timeout: float = 120.0  # 0: none
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES  # request line + headers; 0: unlimited
+    # Keep-alive connections close after this many requests, or after a request that starts
+    # this many seconds after the connection opened (0: never), so that clients reconnect and
+    # new connections spread over the processes again (--rest_workers). gRPC uses the age.
+    max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE
+
+
+def add_flags(group: argparse._ArgumentGroup) -> None:
+    """``corolla serve``'s flags for :class:`HttpLimits`."""
+    add = group.add_argument
+    add("--max_request_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+        help="larger REST bodies are refused with 413 (0: no limit)")
+    add("--max_concurrent_requests", type=int, default=0,
+        help="REST + gRPC requests served at once; beyond: 429 / RESOURCE_EXHAUSTED (0: no "
+             "limit)")
+    add("--http_header_timeout_seconds", type=float, default=15.0,
+        help="close connections whose request headers take longer (slowloris)")
+    add("--http_body_timeout_seconds", type=float, default=120.0,
+        help="close connections whose request body takes longer to arrive")
+    add("--http_max_header_bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES,
+        help="larger REST request headers (request line included) are refused with 431 and "
+             "the connection closed (0: no limit)")
+    add("--http_max_requests_per_connection", type=int,
+        default=DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+        help="a keep-alive connection closes after this many requests, so that clients "
+             f"reconnect (and spread over --rest_workers); 0: never (default "
+             f"{DEFAULT_MAX_REQUESTS_PER_CONNECTION})")
+    add("--max_connection_age_seconds", type=float, default=DEFAULT_MAX_CONNECTION_AGE,
+        help="REST keep-alive connections close, and gRPC connections get GOAWAY, once this "
+             f"old; 0: never (default {DEFAULT_MAX_CONNECTION_AGE:g})")
+
+
+def limits_from_flags(args: argparse.Namespace) -> HttpLimits:
+    return HttpLimits(max_body_bytes=args.max_request_body_bytes,
+                      max_concurrent_requests=args.max_concurrent_requests,
+                      header_timeout=args.http_header_timeout_seconds,
+                      body_timeout=args.http_body_timeout_seconds,
+                      max_header_bytes=args.http_max_header_bytes,
+                      max_requests_per_connection=args.http_max_requests_per_connection,
+                      max_connection_age=args.max_connection_age_seconds)
 
 
 async def send_error(
@@ -216,6 +269,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout: float = 120.0
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     due_writes: DueWrites  # the server's, set by guarded_protocol
+    max_requests: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION  # 0: any number
+    max_age: float = DEFAULT_MAX_CONNECTION_AGE  # 0: any age
+    _requests = 0  # requests begun on this connection
+    _opened = 0.0  # loop time
     _header_bytes = 0  # bytes of the current request's unfinished headers (about)
     _body_fed = 0  # body bytes the parser has passed on, to tell them from header bytes
 
@@ -241,6 +298,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport, self.loop, self.due_writes)
         self._in_headers = True
         self._phase = "headers"
+        self._opened = self.loop.time()
         self._apply()
 
     def data_received(self, data: bytes) -> None:
@@ -314,6 +372,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._begun = True
+        self._requests += 1
         if not self._in_headers:  # the next request on a keep-alive connection
             self._in_headers = True
             self._phase = "headers"
@@ -329,19 +388,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._headers_too_large()
             raise _HeadersTooLarge  # stops the parser: nothing of this request reaches the app
         super().on_headers_complete()
-        if self._last_request and self.cycle is not None:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and (
+                self._last_request
+                or (self.max_requests and self._requests >= self.max_requests)
+                or (self.max_age and self.loop.time() - self._opened >= self.max_age)):
+            # Connection: close after this answer: shutting down, or the connection is old
+            # enough to rebalance. (While draining, ObserveMiddleware closes every answer's.)
+            cycle.keep_alive = False
 
     def shutdown(self) -> None:
-        """Graceful shutdown: a request whose first bytes have arrived is still answered."""
-        if (
-            self._in_headers
-            and self._begun
-            and (self.cycle is None or self.cycle.response_complete)
-        ):
+        """Graceful shutdown: a request whose first bytes have arrived is still answered, and
+        so is one that arrives within FIRST_REQUEST_WAIT on a connection between requests (a
+        connection accepted while the listener drained, whose client is sending its request;
+        a keep-alive client sending its next one): closing such a connection at once would
+        reset a request the client has already sent. Each is answered ``Connection: close``."""
+        if (self.cycle is None or self.cycle.response_complete) and not self.pipeline:
             self._last_request = True  # bounded by the header timeout
+            if not self._begun:
+                self.loop.call_later(FIRST_REQUEST_WAIT, self._close_if_idle, self._requests)
             return
         super().shutdown()
+
+    def _close_if_idle(self, requests: int) -> None:
+        """FIRST_REQUEST_WAIT after shutdown: close the connection if no request came."""
+        if self._requests == requests and not self._begun and self.transport is not None:
+            self._disarm()
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         self._phase = ""
@@ -389,14 +462,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.close()
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float,
-                     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, *,
-                     due_writes: DueWrites) -> type[HttpToolsProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with these deadlines and limit;
-    ``due_writes``: the server's (its answers held for the end of a loop iteration)."""
-    return type(
-        "GuardedHttpToolsProtocol",
-        (GuardedHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout,
-         "max_header_bytes": max_header_bytes, "due_writes": due_writes},
-    )
+def guarded_protocol(limits: HttpLimits, *, due_writes: DueWrites) -> type[HttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with ``limits``' deadlines, header
+    limit and connection reuse; ``due_writes``: the server's (its answers held for the end of
+    a loop iteration)."""
+    attrs: dict[str, object] = {
+        "header_timeout": limits.header_timeout, "body_timeout": limits.body_timeout,
+        "max_header_bytes": limits.max_header_bytes, "due_writes": due_writes,
+        "max_requests": limits.max_requests_per_connection,
+        "max_age": limits.max_connection_age}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attrs)
