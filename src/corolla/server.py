@@ -268,12 +268,7 @@ class CorollaServer:
         self._grpc = server = self._grpc_server()
         if server is None:
             return
-        host = opts.grpc_host if opts.grpc_host is not None else opts.host
-        if self.worker is None and self.shares_ports and in_use(grpc_probe_host(host),
-                                                                opts.grpc_port):
-            raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the port "
-                              "is in use")
-        address = grpc_address(host, opts.grpc_port)
+        address = grpc_address(self._grpc_host, opts.grpc_port)
         try:
             if opts.grpc_tls is not None:
                 from corolla.tls import grpc_server_credentials
@@ -283,8 +278,8 @@ class CorollaServer:
             else:
                 self.grpc_port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio's "Failed to bind to address"
-            raise ListenError(f"cannot listen on {address} (gRPC API): the port is in use or "
-                              "not allowed") from exc
+            raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API, {address}): "
+                              "the port is in use or not allowed") from exc
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -307,11 +302,19 @@ class CorollaServer:
             http=guarded_protocol(limits, due_writes=self.due_writes),
             ssl_context_factory=tls_factory)
 
+    @property
+    def _grpc_host(self) -> str:
+        return self.options.grpc_host if self.options.grpc_host is not None else self.options.host
+
     async def start(self) -> None:
         opts = self.options
-        if self.worker is None and self.shares_ports and in_use(opts.host, opts.rest_api_port):
-            raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST API): "
-                              "Address already in use")
+        if self.worker is None and self.shares_ports:  # before any worker joins the ports
+            if in_use(opts.host, opts.rest_api_port):
+                raise ListenError(f"cannot listen on {opts.host}:{opts.rest_api_port} (REST "
+                                  "API): Address already in use")
+            if opts.grpc_port > 0 and in_use(grpc_probe_host(self._grpc_host), opts.grpc_port):
+                raise ListenError(f"cannot listen on port {opts.grpc_port} (gRPC API): the "
+                                  "port is in use")
         sock = rest_socket(opts.host, opts.rest_api_port, shared=self.shares_ports)
         self.rest_port = sock.getsockname()[1]
         # Models load (loader threads) while the servers are built: a restart is ready sooner.

@@ -3,7 +3,7 @@ suites: REST on an ephemeral loopback port through uvicorn and every middleware,
 another, so that a request travels the whole path a client's does, while tracemalloc sees every
 Python and numpy allocation the server makes for it.
 
-Hypothesis profiles: ``ci`` (the default: a bounded run, about a minute for the whole suite) and
+Hypothesis profiles: ``ci`` (the default: a bounded run, about 90 s for the whole suite) and
 ``long`` (``HYPOTHESIS_PROFILE=long``: 50x the examples, no deadline; docs/reliability.md).
 Models: ``colours`` (the demo image classifier, 64x64 RGB input; encoded images are decoded
 server-side) and ``fake`` (numbers in, ``x * 2`` out; input ``x`` [-1, 4]).
