@@ -189,7 +189,10 @@ def _child(args: list[str]) -> dict[str, Any]:
 def build(work: Path, size: int) -> dict[str, Path]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from corolla.convert_cli import convert_saved_model
-    from corolla.runtimes import tf_tutorial
+
+    # The tutorial CNN as TensorFlow users save it (test support, shared with the tests).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    import tf_tutorial
 
     paths: dict[str, Path] = {}
     for name, seed in (("a", 0), ("b", 1)):

@@ -29,7 +29,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("code", "cls", "status"), TABLE, ids=[c.name for c, _, _ in TABLE])
 def test_table(code: Code, cls: type[CorollaError], status: int) -> None:
-    assert errors.http_status(code) == status
+    assert errors.HTTP_STATUS[code] == status
     exc = cls("the message")
     assert exc.code is code
     assert exc.http_status == status

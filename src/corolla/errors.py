@@ -56,10 +56,6 @@ HTTP_STATUS: dict[Code, int] = {
 }
 
 
-def http_status(code: Code) -> int:
-    return HTTP_STATUS[code]
-
-
 class CorollaError(Exception):
     """An error with a canonical code; its message is safe to show to clients."""
 

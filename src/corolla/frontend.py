@@ -1,8 +1,11 @@
-"""Calls shared by the gRPC and KServe V2 frontends, over :class:`PredictionService`'s public API.
+"""Calls shared by the frontends, over :class:`PredictionService`'s public API.
 
-- KServe V2 helpers: a model and version from V2's strings, readiness, available versions,
-  metadata, Triton's repository index, and one inference call that returns what the codecs
-  encode (with Triton's classification extension applied to outputs that ask for it).
+- KServe V2 helpers (REST and gRPC): a model and version from V2's strings, readiness,
+  available versions, metadata, Triton's repository index, and one inference call that returns
+  what the codecs encode (with Triton's classification extension applied to outputs that ask
+  for it).
+- TF Serving's Classify and Regress on SavedModel signatures that parse serialized tf.Examples
+  (REST v1 and gRPC): :func:`run_examples`.
 
 Everything here runs on the event loop and only awaits the service.
 """
@@ -17,6 +20,7 @@ import numpy as np
 
 from corolla.errors import InvalidArgument, NotFound
 from corolla.model_dir import Signature
+from corolla.protocols import tf_inference
 from corolla.protocols.kserve_v2 import InferRequest, classification_count, model_config
 from corolla.protocols.kserve_v2_tensors import classification
 from corolla.repository.policy import State
@@ -131,3 +135,33 @@ async def v2_infer(service: PredictionService, name: str, version: str | None,
             outputs[name] = classification(outputs[name], labels, k)
     return V2Result(model_name=result.name, model_version=str(result.version),
                     outputs=outputs, order=order)
+
+
+# ---- TF Serving's Classify/Regress on serialized tf.Examples ---------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExampleResult:
+    name: str
+    version: int
+    signature_name: str
+    classifications: list[list[tuple[str, float]]] | None = None
+    regressions: list[float] | None = None
+
+
+async def run_examples(service: PredictionService, spec: ModelSpec, serialized: np.ndarray,
+                       method_name: str, *, deadline: float | None = None) -> ExampleResult:
+    """Classify or regress serialized examples (corolla.protocols.tf_inference), for the REST
+    and gRPC frontends: an ordinary predict on the signature's ``inputs`` (batched, timed,
+    counted like any request)."""
+    _, metadata = service.metadata(spec)
+    esig = tf_inference.example_signature(metadata.signatures, spec.signature_name, method_name)
+    result = await service.predict(spec, {esig.input: serialized}, output_filter=esig.outputs,
+                                   deadline=deadline)
+    n = len(serialized)
+    if esig.is_classify:
+        return ExampleResult(name=result.name, version=result.version, signature_name=esig.name,
+                             classifications=tf_inference.classifications(
+                                 esig, result.outputs, n))
+    return ExampleResult(name=result.name, version=result.version, signature_name=esig.name,
+                         regressions=tf_inference.regressions(esig, result.outputs, n))

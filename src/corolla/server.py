@@ -241,7 +241,7 @@ class CorollaServer:
         except ImportError:
             log.warning("gRPC frontend not available in this build")
             return None
-        from corolla.interceptors import OpsInterceptor
+        from corolla.grpc.interceptors import OpsInterceptor
 
         ops = OpsInterceptor(metrics=self.metrics, keys=self.keys,
                              known_model=self.manager.has_model,

@@ -30,6 +30,7 @@ tf = pytest.importorskip("tensorflow")
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import tf_tutorial  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -38,7 +39,6 @@ from corolla.protos.gen.tensorflow_serving.apis import (  # noqa: E402
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from corolla.runtimes import tf_tutorial  # noqa: E402
 from corolla.runtimes.tf_warmup import WARMUP_FILE, write_tfrecords  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]

@@ -10,11 +10,11 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
 import numpy as np  # noqa: E402
+import tf_tutorial  # noqa: E402
 
 from corolla.cli import main  # noqa: E402
 from corolla.convert_cli import convert_saved_model  # noqa: E402
 from corolla.model_dir import read_metadata  # noqa: E402
-from corolla.runtimes import tf_tutorial  # noqa: E402
 from corolla.runtimes.onnx import OnnxRuntime  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow

@@ -14,11 +14,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import numpy as np  # noqa: E402
+import tf_tutorial  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from corolla.errors import CorollaError, FailedPrecondition, InvalidArgument  # noqa: E402
 from corolla.model_dir import METADATA_FILE  # noqa: E402
-from corolla.runtimes import tf_inference, tf_tutorial  # noqa: E402
+from corolla.protocols import tf_inference  # noqa: E402
 from corolla.runtimes.tensorflow import (  # noqa: E402
     TensorflowOptions,
     TensorflowRuntime,
@@ -80,7 +81,7 @@ def copy_version(src: Path, dst: Path) -> Path:
 
 
 def test_module_imports_without_tensorflow() -> None:
-    code = ("import sys, corolla.runtimes.tensorflow, corolla.runtimes.tf_inference, "
+    code = ("import sys, corolla.runtimes.tensorflow, corolla.protocols.tf_inference, "
             "corolla.runtimes.tf_warmup, corolla.convert_cli; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -34,10 +34,6 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
-def status_code(code: Code) -> grpc.StatusCode:
-    return _STATUS[code]
-
-
 class Malformed:
     """A request message that did not parse: what :func:`tolerant` hands the servicer."""
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 
-from corolla import admission
+from corolla import admission, frontend
 from corolla.config import ModelConfig, ReloadConfig, model_configs_from_proto
 from corolla.errors import Code, InvalidArgument
 from corolla.grpc.errors import deadline, handle_errors
-from corolla.protocols import tensor_proto, tf_example
+from corolla.protocols import tensor_proto, tf_example, tf_inference
 from corolla.protocols.signature_def import SIGNATURE_DEF_FIELD, model_metadata_response
 from corolla.protos.gen.tensorflow_serving.apis import (
     classification_pb2,
@@ -30,7 +30,6 @@ from corolla.protos.gen.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
-from corolla.runtimes import tf_inference
 from corolla.service import ClassifyResult, ModelSpec, PredictionService
 from corolla.tensors import Expansion
 
@@ -91,13 +90,13 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         return resp
 
     async def _examples(self, spec: ModelSpec, input_msg: Any, method: str,
-                        context: grpc.aio.ServicerContext) -> tf_inference.ExampleResult | None:
+                        context: grpc.aio.ServicerContext) -> frontend.ExampleResult | None:
         """Run a SavedModel classify/regress signature on serialized tf.Examples, or None when
         the model takes the label path instead."""
         _, md = self.service.metadata(spec)
         if not tf_inference.wants_examples(md, spec.signature_name, method):
             return None
-        return await tf_inference.run_examples(
+        return await frontend.run_examples(
             self.service, spec, tf_inference.serialize_input(input_msg), method,
             deadline=deadline(context))
 

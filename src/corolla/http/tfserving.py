@@ -19,13 +19,13 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from corolla import admission
+from corolla import admission, frontend
 from corolla.errors import InvalidArgument, NotFound
 from corolla.http.encoding import BodyParser, request_body
 from corolla.http.routes import Route, route_of
 from corolla.images import sniff_format
+from corolla.protocols import tf_inference
 from corolla.protocols import tfserving_rest as codec
-from corolla.runtimes import tf_inference
 from corolla.service import ModelSpec, PredictionService, find_signature, top_classes
 from corolla.versions import tf_serving_version
 
@@ -163,7 +163,7 @@ class TfServingRest:
         method = tf_inference.CLASSIFY_METHOD if verb == "classify" else tf_inference.REGRESS_METHOD
         if tf_inference.wants_examples(self.service.metadata(spec)[1], sig_name, method):
             # A SavedModel signature that parses serialized tf.Examples, as TF Serving runs it.
-            res = await tf_inference.run_examples(
+            res = await frontend.run_examples(
                 self.service, spec, tf_inference.serialize_json_request(doc), method)
             if res.classifications is not None:
                 return json_response(tf_inference.classify_json(res.classifications))

@@ -10,14 +10,14 @@ from pathlib import Path
 from corolla.config import ModelConfig
 from corolla.errors import FailedPrecondition
 from corolla.runtimes.base import Runtime
-from corolla.runtimes.tensorflow import is_saved_model
 
 log = logging.getLogger("corolla.manager")
 
 
 def runtime_for(runtimes: Mapping[str, Runtime], config: ModelConfig, path: Path) -> Runtime:
     platform = config.platform
-    if platform == "tensorflow" and not is_saved_model(path):
+    named = runtimes.get(platform)
+    if platform == "tensorflow" and named is not None and not named.can_load(path):
         # TF Serving configs say model_platform "tensorflow" on every model. A version that
         # `corolla convert` (or an export) turned into ONNX keeps that config: it is served
         # by the runtime that recognises it, as an unnamed platform would be.

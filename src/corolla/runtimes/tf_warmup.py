@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corolla.errors import CorollaError, FailedPrecondition, InvalidArgument
-from corolla.runtimes import tf_inference
+from corolla.protocols import tf_inference
 
 log = logging.getLogger(__name__)
 

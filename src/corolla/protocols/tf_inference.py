@@ -8,8 +8,8 @@ signature whose ``method_name`` is ``tensorflow/serving/classify`` (outputs ``cl
 holds the pure parts of that path, with TF Serving's rules and messages: signature checks,
 Input protos and REST JSON to serialized examples, and the model's outputs to results. It
 imports no framework; the serialized examples run through the ordinary prediction path
-(``PredictionService.predict`` with the signature's input alias), so they are batched, timed
-and counted like any other request.
+(:func:`corolla.frontend.run_examples`: ``PredictionService.predict`` with the signature's
+input alias), so they are batched, timed and counted like any other request.
 
 (:mod:`corolla.protocols.tf_example` is the other path: features mapped onto the inputs of a
 model that does not parse examples itself, e.g. an ONNX classifier with labels.)
@@ -270,37 +270,6 @@ def regressions(esig: ExampleSignature, outputs: Tensors, num_examples: int) -> 
             f"Input batch size did not match output batch size: {num_examples} vs. "
             f"{t.shape[0]}")
     return [float(np.float32(x)) for x in t.reshape(-1)]
-
-
-# ---- the whole call, for the REST and gRPC frontends ------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExampleResult:
-    name: str
-    version: int
-    signature_name: str
-    classifications: list[list[tuple[str, float]]] | None = None
-    regressions: list[float] | None = None
-
-
-async def run_examples(service: Any, spec: Any, serialized: np.ndarray, method_name: str, *,
-                       deadline: float | None = None) -> ExampleResult:
-    """Classify or regress serialized examples through ``service`` (a PredictionService).
-
-    ``spec`` is the request's :class:`corolla.service.ModelSpec`. The examples run as an
-    ordinary predict on the signature's ``inputs`` (batched, timed, counted like any request).
-    """
-    _, metadata = service.metadata(spec)
-    esig = example_signature(metadata.signatures, spec.signature_name, method_name)
-    result = await service.predict(spec, {esig.input: serialized}, output_filter=esig.outputs,
-                                   deadline=deadline)
-    n = len(serialized)
-    if esig.is_classify:
-        return ExampleResult(name=result.name, version=result.version, signature_name=esig.name,
-                             classifications=classifications(esig, result.outputs, n))
-    return ExampleResult(name=result.name, version=result.version, signature_name=esig.name,
-                         regressions=regressions(esig, result.outputs, n))
 
 
 # ---- results -> TF Serving's wire formats ----------------------------------------------------

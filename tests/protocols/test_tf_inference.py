@@ -1,4 +1,4 @@
-"""Serialized-Example Classify/Regress (corolla.runtimes.tf_inference): pure, no TensorFlow."""
+"""Serialized-Example Classify/Regress (corolla.protocols.tf_inference): pure, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from corolla.errors import FailedPrecondition, InvalidArgument
 from corolla.model_dir import ModelMetadata, Signature, TensorSpec
+from corolla.protocols import tf_inference as ti
 from corolla.protos.gen.tensorflow.core.example import example_pb2
 from corolla.protos.gen.tensorflow_serving.apis import classification_pb2, input_pb2
-from corolla.runtimes import tf_inference as ti
 from corolla.runtimes.tf_warmup import crc32c, read_tfrecords, write_tfrecords
 
 

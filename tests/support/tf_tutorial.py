@@ -11,7 +11,8 @@
   ``regress`` (regress) and ``predict`` (predict on a float tensor).
 - :func:`warmup_record`: a PredictionLog record for ``assets.extra/tf_serving_warmup_requests``.
 
-Nothing here is imported by the server.
+Test support (tests/support is on pytest's pythonpath); benchmarks/tensorflow_vs_onnx.py uses
+it too. Nothing here is imported by the server.
 """
 
 from __future__ import annotations
