@@ -240,9 +240,6 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                            f"{MIN_WATCHDOG:g} (workers beat every second), got {watchdog}")
     if args.max_decoded_image_mib < 1:
         raise CorollaError("--max_decoded_image_mib must be at least 1")
-    workers = args.rest_workers
-    # Threads per process: the machine's cores shared among the REST processes.
-    per_process = max(1, available_cpus() // workers)
     batching = None
     if args.enable_batching:
         if args.batching_parameters_file:
@@ -252,9 +249,8 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                 raise CorollaError(f"cannot read --batching_parameters_file: {exc}") from exc
             batching = parse_batching_parameters(text)
         else:
-            batching = BatchingOptions(num_batch_threads=per_process,
-                                       eager=args.batch_dispatch == "eager", autotune=True)
-    intra = args.onnx_intra_op_threads or _default_intra(batching, per_process)
+            # Measured at load, one batch thread per core (ServerOptions.resolved).
+            batching = BatchingOptions(eager=args.batch_dispatch == "eager", autotune=True)
     origins = tuple(o.strip() for o in args.cors_allowed_origins.split(",") if o.strip())
     ops = _ops_options(args, env, models)
     return ServerOptions(
@@ -266,8 +262,9 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         cors_allowed_origins=origins, batching=batching,
-        onnx=OnnxOptions(intra_op_threads=intra, graph_variant=args.onnx_graph_variant or "auto",
-                         solo_threads=args.onnx_solo_threads or (per_process if intra == 1 else 1)),
+        onnx=OnnxOptions(intra_op_threads=args.onnx_intra_op_threads or None,
+                         solo_threads=args.onnx_solo_threads or None,
+                         graph_variant=args.onnx_graph_variant or "auto"),
         tensorflow=TensorflowOptions(
             intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             inter_op_parallelism=args.tensorflow_inter_op_parallelism,
@@ -280,18 +277,16 @@ def build_server_options(args: argparse.Namespace, env: dict[str, str]) -> objec
                                load_retry_interval=args.load_retry_interval_micros / 1e6),
         image_limits=ImageLimits(max_pixels=args.max_image_pixels),
         max_decoded_image_bytes=args.max_decoded_image_mib * 1024 * 1024,
-        memory_budget_bytes=admission.budget_from_flags(args, workers),
+        memory_budget_bytes=admission.budget_from_flags(args, args.rest_workers),
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         drain_timeout_seconds=args.drain_timeout_seconds,
         access_log=args.access_log,
-        decode_threads=per_process if workers > 1 else 0,
-        rest_workers=workers, log_level=args.log_level, log_format=args.log_format,
+        rest_workers=args.rest_workers, log_level=args.log_level, log_format=args.log_format,
         worker_watchdog_seconds=args.rest_worker_watchdog_seconds,
-        inline_requests=(args.inline_requests == "true"
-                         or (args.inline_requests == "auto" and per_process == 1)),
+        inline_requests={"true": True, "false": False}.get(args.inline_requests),
         **ops,
         enable_fake_runtime=env.get("COROLLA_ENABLE_FAKE_RUNTIME") == "1",
-    )
+    ).resolved(available_cpus())
 
 
 def rest_api_port(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -385,26 +380,6 @@ def _ops_options(args: argparse.Namespace, env: dict[str, str], models: list[Any
         "tune_cache_dir": (default_tune_cache_dir() if args.tuning_cache_dir is None
                            else args.tuning_cache_dir),
     }
-
-
-def _default_intra(batching: object, cores: int) -> int:
-    """ONNX Runtime threads per inference: one when inferences already run side by side.
-
-    Batch threads (or, without batching, the inference pool: one thread per core) run one
-    inference per core; giving each its own intra-op pool too would put two threads on every
-    core, spinning against each other. Otherwise the process's own cores, counted explicitly
-    unless the process may use the whole machine: ONNX Runtime's default counts the machine's
-    cores, not the affinity mask or the container's CPU quota. (Measured on this 2-core machine,
-    pinned to one core with taskset, tutorial CNN, raw uploads at concurrency 32: 251 req/s
-    with two ONNX Runtime threads, 362 with one; benchmarks/results/2026-11-27-inline-one-core.md.)
-    """
-    from corolla.batching import BatchingOptions
-
-    threads = batching.num_batch_threads if isinstance(batching, BatchingOptions) else cores
-    if threads > 1:
-        return 1
-    whole_machine = cores == available_cpus() == (os.cpu_count() or 1)
-    return 0 if whole_machine else cores  # 0: ONNX Runtime's default, every core
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,12 +1,16 @@
 """The server's settings: one frozen dataclass that the CLI fills from its flags.
 
 Everything here is plain configuration; :mod:`corolla.server` builds the objects from it.
+Settings that depend on the machine (thread counts, whether requests run on the event loop)
+are decided in one place, :meth:`ServerOptions.resolved`, from the CPUs the process may use
+(corolla.cpus.available_cpus) and the number of processes (``--rest_workers``); the CLI only
+translates flags, leaving "choose for this machine" as ``None``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from corolla.batching import BatchingOptions
 from corolla.config import ModelConfig
@@ -44,7 +48,12 @@ class ServerOptions:
     max_decoded_image_bytes: int = MAX_DECODED_IMAGE_BYTES
     # Memory that requests may hold in flight in each process (corolla.admission); 0: off.
     memory_budget_bytes: int = 0
-    decode_threads: int = 0  # 0: one per core
+    decode_threads: int = 0  # 0: one per core of the process
+    infer_threads: int = 0  # unbatched inference; 0: one per core of the process
+    # Versions loading side by side; 0: one per core of the process (at least two: a slow
+    # one must not hold up the rest; ten models are ready in about the time one core takes
+    # for five).
+    load_threads: int = 0
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 0.0
     drain_timeout_seconds: float = 30.0
@@ -77,7 +86,8 @@ class ServerOptions:
     # A worker whose event loop has not run for this long is killed and restarted; 0: never.
     worker_watchdog_seconds: float = 30.0
     # Whole requests of cheap unbatched models on the event loop (corolla.service).
-    inline_requests: bool = False
+    # None: where a process has one core (the CLI's --inline_requests=auto).
+    inline_requests: bool | None = False
     log_level: str = "INFO"  # for the worker processes' logging
     log_format: str = "text"
 
@@ -86,9 +96,63 @@ class ServerOptions:
         return ServiceOptions(batching=self.batching, image_limits=self.image_limits,
                               default_timeout=self.rest_api_timeout_in_ms / 1000,
                               max_decoded_image_bytes=self.max_decoded_image_bytes,
-                              inline_requests=self.inline_requests,
+                              inline_requests=bool(self.inline_requests),
                               tune_cache_dir=self.tune_cache_dir,
                               memory_budget_bytes=self.memory_budget_bytes)
+
+
+    def resolved(self, cpus: int, machine_cpus: int | None = None) -> ServerOptions:
+        """These options with every machine-dependent setting decided, for ``cpus`` usable
+        CPUs (``machine_cpus``: the machine's, os.cpu_count()). Resolving resolved options
+        changes nothing.
+
+        - The cores of each process: ``cpus`` shared among the ``rest_workers`` processes.
+        - Corolla's default batching (``autotune``) runs one batch thread per core; a
+          parameters file's ``num_batch_threads`` stands.
+        - Decode threads and unbatched inference threads: one per core, unless set; load
+          threads one per core, at least two.
+        - ``inline_requests`` None: on where a process has one core.
+        - ONNX Runtime threads (``None``: choose): see :func:`onnx_intra_threads`; the solo
+          session gets the process's cores where inferences run on one thread each.
+        """
+        cores = max(1, cpus // max(1, self.rest_workers))
+        batching = self.batching
+        if batching is not None and batching.autotune:
+            batching = replace(batching, num_batch_threads=cores)
+        intra = self.onnx.intra_op_threads
+        if intra is None:
+            intra = onnx_intra_threads(batching, cores, cpus, machine_cpus or os.cpu_count() or 1)
+        solo = self.onnx.solo_threads
+        if solo is None:
+            solo = cores if intra == 1 else 1
+        return replace(
+            self, batching=batching,
+            onnx=replace(self.onnx, intra_op_threads=intra, solo_threads=solo),
+            decode_threads=self.decode_threads or cores,
+            load_threads=self.load_threads or max(2, cores),
+            infer_threads=self.infer_threads or (
+                batching.num_batch_threads if batching is not None else cores),
+            inline_requests=(cores == 1 if self.inline_requests is None
+                             else self.inline_requests))
+
+
+def onnx_intra_threads(batching: BatchingOptions | None, cores: int, cpus: int,
+                       machine_cpus: int) -> int:
+    """ONNX Runtime threads per inference: one when inferences already run side by side.
+
+    Batch threads (or, without batching, the inference pool: one thread per core) run one
+    inference per core; giving each its own intra-op pool too would put two threads on every
+    core, spinning against each other. Otherwise the process's own cores, counted explicitly
+    unless the process may use the whole machine (0: ONNX Runtime's default): that default
+    counts the machine's cores, not the affinity mask or the container's CPU quota. (Measured
+    on this 2-core machine, pinned to one core with taskset, tutorial CNN, raw uploads at
+    concurrency 32: 251 req/s with two ONNX Runtime threads, 362 with one;
+    benchmarks/results/2026-11-27-inline-one-core.md.)
+    """
+    threads = batching.num_batch_threads if batching is not None else cores
+    if threads > 1:
+        return 1
+    return 0 if cores == cpus == machine_cpus else cores
 
 
 def default_cache_dir() -> str:

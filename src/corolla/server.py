@@ -84,18 +84,14 @@ def _runtimes(options: ServerOptions, activity: Activity) -> list[Runtime]:
 
 class CorollaServer:
     def __init__(self, options: ServerOptions, *, worker: WorkerLink | None = None) -> None:
-        """``worker``: this process is a worker of another (corolla.workers)."""
-        self.options = options
+        """``worker``: this process is a worker of another (corolla.workers). Settings that
+        depend on the machine are decided here if the caller left them open (resolved)."""
+        self.options = options = options.resolved(available_cpus())
         self.worker = worker
         self.pool: WorkerPool | None = None
-        cores = max(1, available_cpus() // max(1, options.rest_workers))  # cores per process
-        self.decode_pool = ThreadPoolExecutor(options.decode_threads or cores,
-                                              thread_name_prefix="decode")
-        n_infer = options.batching.num_batch_threads if options.batching else cores
-        self.infer_pool = ThreadPoolExecutor(n_infer, thread_name_prefix="infer")
-        # Versions load side by side, one per core (at least two: a slow one must not hold up
-        # the rest): ten models are ready in about the time one core takes for five.
-        self.load_pool = ThreadPoolExecutor(max(2, cores), thread_name_prefix="load")
+        self.decode_pool = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="decode")
+        self.infer_pool = ThreadPoolExecutor(options.infer_threads, thread_name_prefix="infer")
+        self.load_pool = ThreadPoolExecutor(options.load_threads, thread_name_prefix="load")
         activity = Activity()  # requests in flight: the runtimes' solo sessions read it
         from corolla.storage.source import StorageSources
 

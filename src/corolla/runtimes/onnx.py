@@ -49,11 +49,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class OnnxOptions:
-    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+    # 0: ONNX Runtime's default (one per core); None: chosen for this machine
+    # (corolla.options.ServerOptions.resolved).
+    intra_op_threads: int | None = 0
     inter_op_threads: int = 1
     graph_optimization: str = "all"  # all | extended | basic | disabled
-    # Intra-op threads of the solo session (module docstring); 0 or 1: no solo session.
-    solo_threads: int = 0
+    # Intra-op threads of the solo session (module docstring); 0 or 1: no solo session;
+    # None: chosen for this machine.
+    solo_threads: int | None = 0
     # Which of a version's graph variants to serve (corolla.model_dir): "auto" serves the
     # version's default graph, a name (fp32, int8) that variant.
     graph_variant: str = AUTO_VARIANT
@@ -183,7 +186,9 @@ class OnnxServable:
         if metadata is not None and metadata.graph_variants:
             log.info("%s: serving graph variant %s (%s; variants %s)", path, self.graph_variant,
                      file, ", ".join(sorted(metadata.graph_variants)))
-        self._session = _session(graph, options, options.intra_op_threads)
+        # None (chosen by ServerOptions.resolved, which always ran for a server): the default.
+        intra, solo = options.intra_op_threads or 0, options.solo_threads or 0
+        self._session = _session(graph, options, intra)
         # A solo session only where runs are narrower than it (0 threads: already every core).
         self._solo: Any = None
         self._choice: SoloChoice | None = None
@@ -194,8 +199,7 @@ class OnnxServable:
         # Set once the solo session is built (or will not be): it is built in the background,
         # so the version is ready sooner; until then every run takes the main session.
         self.solo_ready = threading.Event()
-        if (activity is not None and options.solo_threads > 1
-                and 0 < options.intra_op_threads < options.solo_threads):
+        if activity is not None and solo > 1 and 0 < intra < solo:
             threading.Thread(target=self._build_solo, args=(graph, options, path),
                              name="onnx-solo", daemon=True).start()
         else:
@@ -259,7 +263,7 @@ class OnnxServable:
 
     def _build_solo(self, graph: Path, options: OnnxOptions, path: Path) -> None:
         try:
-            solo = _session(graph, options, options.solo_threads, spin=False)
+            solo = _session(graph, options, options.solo_threads or 0, spin=False)
         except CorollaError as exc:
             log.warning("%s: no solo session (%s); runs alone take the main session", path,
                         exc.message)
