@@ -446,9 +446,19 @@ async def serve(options: ServerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
-    await server.start()
+    await _start(server)
     await server.wait_stopped()
     return 0
+
+
+async def _start(server: CorollaServer) -> None:
+    """Start, or on failure (a port in use) close what was opened: the REST listener,
+    thread pools, models."""
+    try:
+        await server.start()
+    except BaseException:
+        await server.shutdown()
+        raise
 
 
 async def serve_worker(options: ServerOptions, link: WorkerLink) -> None:
@@ -460,5 +470,5 @@ async def serve_worker(options: ServerOptions, link: WorkerLink) -> None:
                              set_configs=server.manager.set_configs,
                              reload_here=server.reload_config_here,
                              stop=server.request_stop), loop)
-    await server.start()
+    await _start(server)
     await server.wait_stopped()
