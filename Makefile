@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: serve test install install-dev lint typecheck check train-default bench clean
+.PHONY: serve test test-fast install install-dev lint typecheck check train-default bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ serve: $(VENV)/.installed
 ## Set everything up and run the whole test suite.
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## The unit tests, without the end-to-end ones that start real processes (-m "not slow").
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from clocks import ManualClock
 
 from corolla.batching import Batcher, BatchingOptions, parse_batching_parameters
 from corolla.errors import (
@@ -144,17 +145,22 @@ async def test_timeout_closes_a_partial_batch(executor: ThreadPoolExecutor) -> N
     # TF Serving's semantics (eager=False): wait for a full batch or the timeout.
     servable = Recorder()
     timeout = 0.15
+    clock = ManualClock()
     b = Batcher(
         servable,
         BatchingOptions(max_batch_size=8, batch_timeout_micros=int(timeout * 1e6), eager=False),
-        executor,
+        executor, clock=clock,
     )
-    start = time.monotonic()
+    start = clock.now()
     futs = [b.submit(rows(i), deadline=far()) for i in range(3)]
     await asyncio.sleep(0)
     assert not any(f.done() for f in futs)
+    clock.advance(timeout * 0.9)  # not yet
+    await asyncio.sleep(0)
+    assert not any(f.done() for f in futs) and servable.sizes == []
+    clock.advance(timeout * 0.1)
     await asyncio.wait_for(asyncio.gather(*futs), 10)
-    elapsed = time.monotonic() - start
+    elapsed = clock.now() - start
     assert servable.sizes == [3]
     assert timeout * 0.9 <= elapsed < timeout + 5
 
@@ -162,18 +168,20 @@ async def test_timeout_closes_a_partial_batch(executor: ThreadPoolExecutor) -> N
 async def test_timeout_counts_from_the_oldest_request(executor: ThreadPoolExecutor) -> None:
     servable = Recorder()
     timeout = 0.4
+    clock = ManualClock()
     b = Batcher(
         servable,
         BatchingOptions(max_batch_size=8, batch_timeout_micros=int(timeout * 1e6), eager=False),
-        executor,
+        executor, clock=clock,
     )
-    start = time.monotonic()
+    start = clock.now()
     first = b.submit(rows(1), deadline=far())
-    await asyncio.sleep(timeout / 2)  # a second request half-way does not restart the clock
+    clock.advance(timeout / 2)  # a second request half-way does not restart the clock
     second = b.submit(rows(2), deadline=far())
+    clock.advance(timeout / 2)
     await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert servable.sizes == [2]
-    assert time.monotonic() - start < timeout * 1.375  # a restarted clock: 1.5
+    assert clock.now() - start < timeout * 1.375  # a restarted clock: 1.5
 
 
 async def test_eager_dispatch_runs_at_once_when_a_thread_is_idle(

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from corolla.clock import LOOP_CLOCK, Clock, Timer
 from corolla.errors import (
     CorollaError,
     DeadlineExceeded,
@@ -84,7 +85,7 @@ class _Task:
     rows: int
     deadline: float  # time.monotonic()
     future: asyncio.Future[Tensors]
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float
 
 
 @dataclass(kw_only=True)
@@ -94,7 +95,7 @@ class _Batch:
     output_filter: tuple[str, ...]
     tasks: list[_Task] = field(default_factory=list)
     rows: int = 0
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
 
 
 # (batch size, queueing seconds of each task) after each batch runs; for metrics.
@@ -104,8 +105,11 @@ BatchHook = Callable[[int, list[float]], None]
 class Batcher:
     def __init__(self, servable: Servable, options: BatchingOptions,
                  executor: Executor, runner: LoopRunner | None = None, *,
-                 observe_run: Callable[[float], None] | None = None) -> None:
+                 observe_run: Callable[[float], None] | None = None,
+                 clock: Clock = LOOP_CLOCK) -> None:
+        """``clock``: what batch timeouts and deadlines are measured on (tests drive it)."""
         self._servable = servable
+        self._clock = clock
         # Called with the wall seconds of each batch's model run (runtime latency metrics).
         self._observe_run = observe_run
         self.options = options
@@ -154,11 +158,11 @@ class Batcher:
                     "The batch scheduling queue to which this task was submitted is full")
             batch = _Batch(key=key, signature=signature, output_filter=output_filter)
             self._open[key] = batch
-            loop = asyncio.get_running_loop()
-            batch.timer = loop.call_later(self.options.batch_timeout_micros / 1e6,
-                                          self._timeout, batch)
+            batch.timer = self._clock.call_later(self.options.batch_timeout_micros / 1e6,
+                                                 self._timeout, batch)
         fut: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        batch.tasks.append(_Task(inputs=inputs, rows=n, deadline=deadline, future=fut))
+        batch.tasks.append(_Task(inputs=inputs, rows=n, deadline=deadline, future=fut,
+                                 enqueued=self._clock.now()))
         batch.rows += n
         if batch.rows >= self.options.max_batch_size or (self.options.eager and self._idle()):
             self._close(batch)
@@ -188,7 +192,7 @@ class Batcher:
         if self.options.eager and self._decoding():
             # Eager batching on the loop closes a batch once the photos queued for decoding
             # have joined it (_idle); the timeout only guards against a stall.
-            batch.timer = asyncio.get_running_loop().call_later(
+            batch.timer = self._clock.call_later(
                 self.options.batch_timeout_micros / 1e6, self._timeout, batch)
             return
         self._close(batch)
@@ -210,7 +214,7 @@ class Batcher:
 
     async def _run(self, batch: _Batch) -> None:
         try:
-            now = time.monotonic()
+            now = self._clock.now()
             live = []
             for t in batch.tasks:
                 if t.future.done():  # the caller gave up (disconnect, cancellation)

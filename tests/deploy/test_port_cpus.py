@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from corolla_harness import free_port
 
 from corolla.cli import apply_cpus, build_parser, rest_api_port
 from corolla.cpus import CPUS_ENV, available_cpus, detected_cpus, parse_cpus
@@ -31,12 +31,6 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 def _args(*flags: str) -> object:
     return build_parser().parse_args(["serve", *flags])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- PORT ------------------------------------------------------------------------------------
@@ -152,6 +146,7 @@ def test_entrypoint_leaves_the_rest_port_to_port(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # a real server process
 def test_entrypoint_serves_on_port_sized_by_cpus(tmp_path: Path) -> None:
     """The real server through the real entrypoint: REST on $PORT, pools for COROLLA_CPUS."""
     if shutil.which("sh") is None:
@@ -162,7 +157,7 @@ def test_entrypoint_serves_on_port_sized_by_cpus(tmp_path: Path) -> None:
     corolla = bin_dir / "corolla"
     corolla.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m corolla "$@"\n')
     corolla.chmod(0o755)
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "MODEL_NAME": "colors", "MODEL_BASE_PATH": str(tmp_path / "models"),
            "PORT": str(port), CPUS_ENV: "1"}  # fmt: skip

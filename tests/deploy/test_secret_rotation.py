@@ -11,15 +11,13 @@ keeps serving, with no restart.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from corolla_harness import corolla_process
 
 from corolla.demo_model import write_demo_version
 from corolla.protos.gen.tensorflow_serving.apis import (
@@ -28,12 +26,6 @@ from corolla.protos.gen.tensorflow_serving.apis import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _atomic_write(volume: Path, files: dict[str, str], stamp: str) -> None:
@@ -62,28 +54,12 @@ def test_secret_volume_rotation_without_restart(tmp_path: Path) -> None:
     volume = tmp_path / "secret"
     volume.mkdir()
     _atomic_write(volume, {"api-keys": "key-one\nops-one @admin\n"}, "2026_01_01_00_00_00.1")
-    rest, grpc_port = _free_port(), _free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "corolla", "serve", "--host=127.0.0.1",
-             f"--rest_api_port={rest}", f"--port={grpc_port}", "--model_name=colors",
-             f"--model_base_path={tmp_path / 'models' / 'colors'}",
+    with corolla_process(
+            ["--model_name=colors", f"--model_base_path={tmp_path / 'models' / 'colors'}",
              f"--api_keys_file={volume / 'api-keys'}", "--auth_open_endpoints=health,metrics",
              f"--allowed_model_roots={tmp_path / 'models'}"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COROLLA_CPUS": "1"},
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{rest}/v2/health/ready", timeout=2).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+            tmp_path, env={"COROLLA_CPUS": "1"}, wait="/v2/health/ready") as server:
+        rest, grpc_port = server.rest_port, server.grpc_port
         assert _status(rest, "key-one") == 200
         assert _status(rest, "key-two") == 401
         # Prometheus scrapes without a key; the API needs one.
@@ -103,8 +79,5 @@ def test_secret_volume_rotation_without_restart(tmp_path: Path) -> None:
                 with pytest.raises(grpc.RpcError) as e:
                     stub.HandleReloadConfigRequest(req, metadata=[("x-api-key", key)], timeout=10)
                 assert e.value.code() == code
-        assert proc.poll() is None  # the same process all along
-        assert log.read_text().count("API keys loaded from") == 2
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        assert server.alive()  # the same process all along
+        assert server.log().count("API keys loaded from") == 2

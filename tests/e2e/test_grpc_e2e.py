@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from corolla_process import ServerProcess, corolla_serve
+from corolla_harness import CorollaProcess, corolla_process
 from PIL import Image
 
 from corolla.client import Client
@@ -45,18 +45,18 @@ def jpeg(rgb: tuple[int, int, int]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("grpc-e2e")
     write_demo_version(work / "models" / "colours", 1, size=64)
     write_demo_version(work / "models" / "tiny", 3, size=16)
     (work / "models.config").write_text(MODELS_CONFIG)
-    with corolla_serve(["--model_config_file=models.config", "--enable_batching=false"],
+    with corolla_process(["--model_config_file=models.config", "--enable_batching=false"],
                        work) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+def channel(server: CorollaProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.grpc_target) as ch:
         yield ch
 
@@ -175,7 +175,7 @@ def test_reload_config_adds_and_removes_a_model(
 
 
 def test_reload_config_with_a_broken_path_fails(
-        models: model_service_pb2_grpc.ModelServiceStub, server: ServerProcess) -> None:
+        models: model_service_pb2_grpc.ModelServiceStub, server: CorollaProcess) -> None:
     req = model_management_pb2.ReloadConfigRequest()
     req.config.model_config_list.config.add(name="colours", base_path="models/colours")
     req.config.model_config_list.config.add(name="ghost", base_path="models/ghost")
@@ -185,7 +185,7 @@ def test_reload_config_with_a_broken_path_fails(
     _reload(models, "colours")
 
 
-def test_python_client_grpc(server: ServerProcess) -> None:
+def test_python_client_grpc(server: CorollaProcess) -> None:
     with Client("127.0.0.1", rest_port=server.rest_port, grpc_port=server.grpc_port) as c:
         (top,) = c.top_k("colours", [jpeg((240, 240, 240))], protocol="grpc", k=2)
         assert top[0][0] == "white" and len(top) == 2
@@ -193,7 +193,7 @@ def test_python_client_grpc(server: ServerProcess) -> None:
         assert out["probabilities"].argmax() == 4
 
 
-def test_cli_predict(server: ServerProcess, tmp_path: Path) -> None:
+def test_cli_predict(server: CorollaProcess, tmp_path: Path) -> None:
     import subprocess
     import sys
 

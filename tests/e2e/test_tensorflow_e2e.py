@@ -10,16 +10,10 @@ Models (one models.config, ``model_platform: "tensorflow"`` except ``swap``, whi
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +25,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import tf_tutorial  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from corolla_harness import CorollaProcess, corolla_process  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from corolla.protocols import tensor_proto  # noqa: E402
@@ -55,70 +49,11 @@ model_config_list {
 """
 
 
-# ---- a real server process ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    work: Path
-    rest: str
-    grpc_target: str
-    log: Path
-    proc: subprocess.Popen[bytes]
-
-
-def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Readiness from the server's gRPC health Watch stream: every model AVAILABLE."""
-    with grpc.insecure_channel(target) as channel:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-        stub = health_pb2_grpc.HealthStub(channel)
-        for resp in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=timeout):
-            if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            if proc.poll() is not None:
-                break
-    raise RuntimeError("server did not become ready")
-
-
-@contextlib.contextmanager
-def corolla_serve(work: Path, args: list[str], timeout: float = 120.0) -> Iterator[Served]:
-    rest_port, grpc_port = free_port(), free_port()
-    log = work / "corolla.log"
-    cmd = [sys.executable, "-m", "corolla", "serve", f"--port={grpc_port}",
-           f"--rest_api_port={rest_port}", "--host=127.0.0.1", *args]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=work,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    served = Served(work=work, rest=f"http://127.0.0.1:{rest_port}",
-                    grpc_target=f"127.0.0.1:{grpc_port}", log=log, proc=proc)
-    try:
-        try:
-            _wait_serving(served.grpc_target, proc, timeout)
-        except (grpc.RpcError, grpc.FutureTimeoutError, RuntimeError) as exc:
-            raise RuntimeError(f"corolla serve did not start ({exc!r}):\n"
-                               f"{log.read_text(errors='replace')[-4000:]}") from exc
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 # ---- models -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("tf-e2e")
     models = work / "models"
     cnn = tf_tutorial.tutorial_cnn(SIZE, SIZE)
@@ -134,19 +69,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tf_tutorial.save_keras(tf_tutorial.tutorial_cnn(SIZE, SIZE, seed=7),
                            models / "swap" / "1", "saved_model")
     (work / "models.config").write_text(MODELS_CONFIG)
-    with corolla_serve(work, ["--model_config_file=models.config",
-                              "--file_system_poll_wait_seconds=0.5"]) as s:
+    with corolla_process(["--model_config_file=models.config",
+                          "--file_system_poll_wait_seconds=0.5"], work, timeout=120.0) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def client(served: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.rest, timeout=60) as c:
+def client(served: CorollaProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served.url, timeout=60) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def stub(served: Served) -> Iterator[Any]:
+def stub(served: CorollaProcess) -> Iterator[Any]:
     with grpc.insecure_channel(served.grpc_target) as ch:
         yield prediction_service_pb2_grpc.PredictionServiceStub(ch)
 
@@ -171,10 +106,10 @@ def ok(resp: httpx.Response) -> Any:
 
 @pytest.mark.parametrize("model", ["cnn", "cnn_export"])
 def test_rest_and_grpc_predictions_equal_the_signature_call(
-        served: Served, client: httpx.Client, stub: Any, model: str) -> None:
-    alias = tf_tutorial.input_alias(served.work / "models" / model / "1")
+        served: CorollaProcess, client: httpx.Client, stub: Any, model: str) -> None:
+    alias = tf_tutorial.input_alias(served.workdir / "models" / model / "1")
     x = images(3, seed=1)
-    want = reference(served.work / "models" / model / "1", "serving_default",
+    want = reference(served.workdir / "models" / model / "1", "serving_default",
                      **{alias: x})["output_0"]
 
     rest = ok(client.post(f"/v1/models/{model}:predict", json={"instances": x.tolist()}))
@@ -191,9 +126,10 @@ def test_rest_and_grpc_predictions_equal_the_signature_call(
                                rtol=1e-5, atol=1e-6)
 
 
-def test_signature_name_selects_another_signature(served: Served, client: httpx.Client) -> None:
+def test_signature_name_selects_another_signature(served: CorollaProcess,
+                                                  client: httpx.Client) -> None:
     x = images(2, seed=2)
-    version = served.work / "models" / "cnn_export" / "1"
+    version = served.workdir / "models" / "cnn_export" / "1"
     want = reference(version, "serve", **{tf_tutorial.input_alias(version): x})
     got = ok(client.post("/v1/models/cnn_export:predict",
                          json={"signature_name": "serve", "instances": x.tolist()}))
@@ -232,11 +168,12 @@ def jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_jpeg_strings_as_b64_and_bytes_outputs(served: Served, client: httpx.Client) -> None:
+def test_jpeg_strings_as_b64_and_bytes_outputs(served: CorollaProcess,
+                                               client: httpx.Client) -> None:
     shots = [jpeg(3), jpeg(4)]
     arr = np.empty(2, dtype=object)
     arr[:] = shots
-    want = reference(served.work / "models" / "jpeg" / "1", "serving_default", image_bytes=arr)
+    want = reference(served.workdir / "models" / "jpeg" / "1", "serving_default", image_bytes=arr)
     got = ok(client.post("/v1/models/jpeg:predict", json={
         "instances": [{"b64": base64.b64encode(b).decode()} for b in shots]}))
     preds = got["predictions"]
@@ -268,17 +205,17 @@ def test_classify_and_regress_over_rest(client: httpx.Client) -> None:
     assert bad.status_code == 400 and "expecting type: int64" in bad.json()["error"]
 
 
-def test_warmup_records_ran_before_available(served: Served, client: httpx.Client) -> None:
+def test_warmup_records_ran_before_available(served: CorollaProcess, client: httpx.Client) -> None:
     status = ok(client.get("/v1/models/examples"))["model_version_status"]
     assert status[0]["state"] == "AVAILABLE"
-    assert "warmup replayed 2 records" in served.log.read_text(errors="replace")
+    assert "warmup replayed 2 records" in served.log()
 
 
 # ---- a version swap: SavedModel 1 -> ONNX 2 (corolla convert) ---------------------------------
 
 
-def test_version_swap_from_savedmodel_to_onnx(served: Served, client: httpx.Client) -> None:
-    base = served.work / "models" / "swap"
+def test_version_swap_from_savedmodel_to_onnx(served: CorollaProcess, client: httpx.Client) -> None:
+    base = served.workdir / "models" / "swap"
     x = images(2, seed=5)
     before = ok(client.post("/v1/models/swap:predict", json={"instances": x.tolist()}))
     md = ok(client.get("/v1/models/swap/metadata"))
@@ -291,13 +228,9 @@ def test_version_swap_from_savedmodel_to_onnx(served: Served, client: httpx.Clie
     assert (base / "2" / "model.onnx").is_file()
     assert "max |onnx - tensorflow|" in done.stdout
 
-    deadline = time.monotonic() + 60
-    while True:  # the server finds version 2 on its next file-system poll (every 0.5 s)
-        md = client.get("/v1/models/swap/metadata").json()
-        if md.get("model_spec", {}).get("version") == "2":
-            break
-        assert time.monotonic() < deadline, served.log.read_text(errors="replace")[-3000:]
-        time.sleep(0.2)
+    # The server finds version 2 on its next file-system poll (every 0.5 s).
+    md = served.wait_until(lambda: (m := client.get("/v1/models/swap/metadata").json()).get(
+        "model_spec", {}).get("version") == "2" and m, "version 2 of swap", 60)
     assert md["metadata"]["corolla"]["platform"] == "onnx"
     assert set(md["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]) \
         == {"inputs"}

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from corolla_process import ServerProcess, corolla_serve
+from corolla_harness import CorollaProcess, corolla_process
 from PIL import Image
 
 from corolla.demo_model import write_demo_version
@@ -41,24 +41,24 @@ def photo(seed: int = 0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("v2-e2e")
     write_demo_version(work / "colours", 1, size=64)
     write_demo_version(work / "colours", 2, size=64)
-    with corolla_serve(["--model_name=colours", f"--model_base_path={work / 'colours'}"],
+    with corolla_process(["--model_name=colours", f"--model_base_path={work / 'colours'}"],
                        work) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[triton_http.InferenceServerClient]:
+def http(server: CorollaProcess) -> Iterator[triton_http.InferenceServerClient]:
     client = triton_http.InferenceServerClient(f"127.0.0.1:{server.rest_port}")
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def grpc_client(server: ServerProcess) -> Iterator[triton_grpc.InferenceServerClient]:
+def grpc_client(server: CorollaProcess) -> Iterator[triton_grpc.InferenceServerClient]:
     client = triton_grpc.InferenceServerClient(server.grpc_target)
     yield client
     client.close()
@@ -178,12 +178,12 @@ def test_errors(which: str, http: triton_http.InferenceServerClient,
     assert "image 0" in info.value.message()
 
 
-def test_same_scores_on_every_api(server: ServerProcess, http: triton_http.InferenceServerClient,
+def test_same_scores_on_every_api(server: CorollaProcess, http: triton_http.InferenceServerClient,
                                   grpc_client: triton_grpc.InferenceServerClient) -> None:
     images = [photo(1), photo(2)]
     # TF Serving REST: {"b64": ...} instances.
     body = json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]})
-    req = urllib.request.Request(f"{server.rest_url}/v1/models/colours:predict",
+    req = urllib.request.Request(f"{server.url}/v1/models/colours:predict",
                                  data=body.encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         rest_v1 = np.array(json.loads(resp.read())["predictions"], np.float32)

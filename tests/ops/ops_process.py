@@ -1,7 +1,7 @@
-"""Real ``corolla serve`` processes on loopback for the operations tests, and helpers.
+"""Helpers for the operations tests: servers with the fake runtime, models, requests, metrics.
 
-Unlike tests/e2e/corolla_process.py (which waits on gRPC health), start-up here is awaited on
-the REST port, because these tests also start servers with TLS, API keys or models that are
+Servers come from the one harness (tests/support/corolla_harness.py). Here start-up is awaited
+on the REST port, because these tests also start servers with TLS, API keys or models that are
 meant not to be ready yet. The fake runtime is enabled, so that models with chosen load and
 inference times can be written in a line (:func:`fake_model`).
 """
@@ -9,26 +9,13 @@ inference times can be written in a line (:func:`fake_model`).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from corolla_harness import CorollaProcess, corolla_process
 
 from corolla.runtimes.fake import write_fake_version
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_model(base: Path, version: int = 1, **spec: Any) -> Path:
@@ -37,113 +24,12 @@ def fake_model(base: Path, version: int = 1, **spec: Any) -> Path:
     return write_fake_version(base, version, **spec)
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    rest_port: int
-    grpc_port: int
-    log: Path
-    scheme: str = "http"
-    client_kw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.rest_port}"
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, **{"timeout": 30, **self.client_kw, **kw})
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
-def wait_http(
-    server: Server, path: str = "/healthz", timeout: float = 60.0, status: int = 200
-) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    with server.client(timeout=2) as c:
-        while time.monotonic() < deadline:
-            if server.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}"
-                )
-            try:
-                r = c.get(path)
-                if r.status_code == status:
-                    return
-                last = r.status_code
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.05)
-    raise RuntimeError(
-        f"{path} did not answer {status} in {timeout}s (last: {last!r}):\n"
-        f"{server.log_text()[-4000:]}"
-    )
-
-
 @contextlib.contextmanager
-def serve(
-    args: list[str],
-    workdir: Path,
-    *,
-    env: dict[str, str] | None = None,
-    wait: str | None = "/healthz",
-    scheme: str = "http",
-    client_kw: dict[str, Any] | None = None,
-    timeout: float = 60.0,
-) -> Iterator[Server]:
-    rest_port, grpc_port = free_port(), free_port()
-    log = workdir / f"corolla-{rest_port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "corolla",
-        "serve",
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        "--host=127.0.0.1",
-        *args,
-    ]
-    full_env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "COROLLA_ENABLE_FAKE_RUNTIME": "1",
-        **(env or {}),
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=full_env
-        )
-    server = Server(
-        proc=proc,
-        rest_port=rest_port,
-        grpc_port=grpc_port,
-        log=log,
-        scheme=scheme,
-        client_kw=client_kw or {},
-    )
-    try:
-        if wait is not None:
-            wait_http(server, wait, timeout)
+def serve(args: list[str], workdir: Path, *, wait: str | None = "/healthz",
+          **kw: Any) -> Iterator[CorollaProcess]:
+    """A server with the fake runtime, awaited on the REST path ``wait`` (None: not at all)."""
+    with corolla_process(args, workdir, wait=wait, fake_runtime=True, **kw) as server:
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def predict_body(rows: int = 1) -> dict[str, Any]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
+from corolla_harness import CorollaProcess
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2
 from ops_process import (
-    Server,
     fake_model,
     grpc_predict_request,
     health_status,
@@ -35,7 +34,7 @@ CONFIG = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("auth")
     fake_model(work / "m", 1)
     fake_model(work / "other", 1)
@@ -52,14 +51,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-def _rest(server: Server, model: str, headers: dict[str, str]) -> int:
+def _rest(server: CorollaProcess, model: str, headers: dict[str, str]) -> int:
     with server.client() as c:
         return c.post(
             f"/v1/models/{model}:predict", json=predict_body(), headers=headers
         ).status_code
 
 
-def _grpc(server: Server, model: str, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
+def _grpc(server: CorollaProcess, model: str, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
     with grpc.insecure_channel(server.grpc_target) as ch:
         try:
             prediction_stub(ch).Predict(grpc_predict_request(model), metadata=metadata, timeout=10)
@@ -68,7 +67,7 @@ def _grpc(server: Server, model: str, metadata: list[tuple[str, str]]) -> grpc.S
     return grpc.StatusCode.OK
 
 
-def test_rest_401_403_200(server: Server) -> None:
+def test_rest_401_403_200(server: CorollaProcess) -> None:
     assert _rest(server, "m", {}) == 401
     assert _rest(server, "m", {"authorization": "Bearer nope"}) == 401
     assert _rest(server, "m", {"authorization": "Bearer narrow"}) == 403
@@ -82,7 +81,7 @@ def test_rest_401_403_200(server: Server) -> None:
         assert c.get("/v1/models/m", headers={"x-api-key": "narrow"}).status_code == 403
 
 
-def test_grpc_unauthenticated_permission_denied_ok(server: Server) -> None:
+def test_grpc_unauthenticated_permission_denied_ok(server: CorollaProcess) -> None:
     assert _grpc(server, "m", []) == grpc.StatusCode.UNAUTHENTICATED
     assert _grpc(server, "m", [("authorization", "Bearer nope")]) == grpc.StatusCode.UNAUTHENTICATED
     assert (
@@ -111,17 +110,15 @@ def test_grpc_unauthenticated_permission_denied_ok(server: Server) -> None:
         assert _grpc(server, "m", [("x-api-key", "ops-key")]) == grpc.StatusCode.OK
 
 
-def test_key_rotation_by_editing_the_file(server: Server) -> None:
-    keys = Path(server.log).parent / "keys"
+def test_key_rotation_by_editing_the_file(server: CorollaProcess) -> None:
+    keys = server.log_path.parent / "keys"
     keys.write_text("new-key\nnarrow other\nops-key @admin\n")  # old-key retired
     os.utime(keys, ns=(time.time_ns(), time.time_ns()))
-    deadline = time.monotonic() + 15
-    while _rest(server, "m", {"authorization": "Bearer old-key"}) != 401:
-        assert time.monotonic() < deadline, "the keys file was not re-read"
-        time.sleep(0.2)
+    server.wait_until(lambda: _rest(server, "m", {"authorization": "Bearer old-key"}) == 401,
+                      "the keys file re-read", 15)
     assert _rest(server, "m", {"authorization": "Bearer new-key"}) == 200
     assert (
         _grpc(server, "m", [("authorization", "Bearer old-key")]) == grpc.StatusCode.UNAUTHENTICATED
     )
     assert _rest(server, "m", {"x-api-key": "env-key-1"}) == 200  # the environment's stay
-    assert "API keys loaded from keys: 3 key(s), 1 admin" in server.log_text()
+    assert "API keys loaded from keys: 3 key(s), 1 admin" in server.log()

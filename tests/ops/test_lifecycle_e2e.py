@@ -25,7 +25,6 @@ from ops_process import (
     predict_body,
     prediction_stub,
     serve,
-    wait_http,
 )
 
 pytestmark = pytest.mark.slow
@@ -49,7 +48,7 @@ def test_readiness_false_until_a_slow_load_finishes(tmp_path: Path) -> None:
         assert c.get("/v2/health/live").status_code == 200
         assert health_status(ch) == NOT_SERVING
         assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 404
-        wait_http(s, "/readyz", timeout=30)
+        s.wait_http("/readyz", timeout=30)
         assert c.get("/v2/health/ready").status_code == 200
         assert health_status(ch) == SERVING
         assert health_status(ch, "m") == SERVING
@@ -110,7 +109,7 @@ def test_sigterm_drains_then_refuses_then_exits_zero(tmp_path: Path) -> None:
             t.join(20)
         assert sorted(map(str, results)) == ["200", "200", "grpc ok"]
         assert s.proc.wait(20) == 0
-    log = s.log_text()
+    log = s.log()
     assert "shutdown requested" in log and "stopped" in log
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from corolla_harness import CorollaProcess
 from ops_process import (
-    Server,
     fake_model,
     grpc_predict_request,
     predict_body,
@@ -32,7 +32,7 @@ CONFIG = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("limits")
     fake_model(work / "m", 1)
     fake_model(work / "slow", 1, predict_seconds=1.0)
@@ -54,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-def _raw(server: Server) -> socket.socket:
+def _raw(server: CorollaProcess) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
     return sock
 
@@ -72,7 +72,7 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_413_before_reading_the_body(server: Server) -> None:
+def test_413_before_reading_the_body(server: CorollaProcess) -> None:
     with server.client() as c:
         r = c.post("/v1/models/m:predict", json={"instances": [[1.0, 2.0, 3.0, 4.0]] * 200})
         assert r.status_code == 413
@@ -88,13 +88,13 @@ def test_413_before_reading_the_body(server: Server) -> None:
         assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
 
 
-def test_504_when_the_deadline_passes(server: Server) -> None:
+def test_504_when_the_deadline_passes(server: CorollaProcess) -> None:
     with server.client() as c:
         r = c.post("/v1/models/slow:predict", json=predict_body())
         assert r.status_code == 504 and "Deadline exceeded" in r.json()["error"]
 
 
-def test_429_rest_and_resource_exhausted_grpc(server: Server) -> None:
+def test_429_rest_and_resource_exhausted_grpc(server: CorollaProcess) -> None:
     # Three slow gRPC calls (with a longer deadline of their own) hold every slot.
     with grpc.insecure_channel(server.grpc_target) as ch, ThreadPoolExecutor(3) as pool:
         stub = prediction_stub(ch)
@@ -116,7 +116,7 @@ def test_429_rest_and_resource_exhausted_grpc(server: Server) -> None:
         assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
 
 
-def test_slowloris_does_not_block_others_and_is_cut_off(server: Server) -> None:
+def test_slowloris_does_not_block_others_and_is_cut_off(server: CorollaProcess) -> None:
     slow = [_raw(server) for _ in range(40)]
     idle = _raw(server)  # connects and never sends a byte
     stop = threading.Event()
@@ -150,7 +150,7 @@ def test_slowloris_does_not_block_others_and_is_cut_off(server: Server) -> None:
             s.close()
 
 
-def test_slow_body_is_cut_off(server: Server) -> None:
+def test_slow_body_is_cut_off(server: CorollaProcess) -> None:
     with _raw(server) as s:
         s.sendall(
             b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
@@ -162,7 +162,7 @@ def test_slow_body_is_cut_off(server: Server) -> None:
         assert 0.5 < time.monotonic() - start < 5
 
 
-def test_keep_alive_connection_survives_idle_time_between_requests(server: Server) -> None:
+def test_keep_alive_connection_survives_idle_time_between_requests(server: CorollaProcess) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
     try:
         for _ in range(3):
@@ -178,7 +178,7 @@ def test_keep_alive_connection_survives_idle_time_between_requests(server: Serve
         conn.close()
 
 
-def test_cors_preflight(server: Server) -> None:
+def test_cors_preflight(server: CorollaProcess) -> None:
     with server.client() as c:
         r = c.options(
             "/v1/models/m:predict",
@@ -213,7 +213,7 @@ def test_request_body_limit_flag_validation(tmp_path: Path) -> None:
         assert c.post("/v1/models/m:predict", json=big).status_code == 200
 
 
-def test_pipelined_requests_are_answered_whole_and_in_order(server: Server) -> None:
+def test_pipelined_requests_are_answered_whole_and_in_order(server: CorollaProcess) -> None:
     """Responses go out through the coalescing writer (head and body in one write): requests
     pipelined in one packet get complete answers in order, and a ``connection: close`` request
     closes the connection after its answer."""
@@ -237,7 +237,7 @@ def test_pipelined_requests_are_answered_whole_and_in_order(server: Server) -> N
     assert b'"predictions"' in parts[2]
 
 
-def test_oversized_headers_get_431_and_the_connection_closes(server: Server) -> None:
+def test_oversized_headers_get_431_and_the_connection_closes(server: CorollaProcess) -> None:
     """httptools buffers a header until it ends, so an unbounded one could make the server hold
     gigabytes: past the header limit (64 KiB by default) the answer is 431 with a JSON body and
     the connection closes, even when the headers arrive in many small reads."""
@@ -257,7 +257,7 @@ def test_oversized_headers_get_431_and_the_connection_closes(server: Server) -> 
 
 
 @pytest.mark.parametrize("size", [70_000, 100_000, 200_000])
-def test_headers_over_the_limit_in_one_write_get_431(server: Server, size: int) -> None:
+def test_headers_over_the_limit_in_one_write_get_431(server: CorollaProcess, size: int) -> None:
     """Headers that arrive whole in one read complete before their bytes are counted as
     unfinished headers: 70-100 KB used to pass the 64 KiB limit (issue 22.4)."""
     with server.client() as c:
@@ -267,7 +267,7 @@ def test_headers_over_the_limit_in_one_write_get_431(server: Server, size: int) 
         assert c.get("/healthz", headers={"x-big": "a" * 60_000}).status_code == 200
 
 
-def test_a_pipelined_request_over_the_header_limit(server: Server) -> None:
+def test_a_pipelined_request_over_the_header_limit(server: CorollaProcess) -> None:
     health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
     big = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 80_000 + b"\r\n\r\n"
     with contextlib.closing(_raw(server)) as s:
@@ -278,7 +278,7 @@ def test_a_pipelined_request_over_the_header_limit(server: Server) -> None:
     assert [p[:3] for p in parts] == [b"200", b"431"], answer[:300]
 
 
-def test_unparseable_requests_get_a_json_400(server: Server) -> None:
+def test_unparseable_requests_get_a_json_400(server: CorollaProcess) -> None:
     with contextlib.closing(_raw(server)) as s:
         s.sendall(b"GARBAGE\r\n\r\n")
         answer = _read_all(s)
@@ -286,7 +286,7 @@ def test_unparseable_requests_get_a_json_400(server: Server) -> None:
     assert answer.endswith(b'{"error": "Invalid HTTP request received."}')
 
 
-def test_requests_before_an_unparseable_one_are_answered_first(server: Server) -> None:
+def test_requests_before_an_unparseable_one_are_answered_first(server: CorollaProcess) -> None:
     # Pipelined in one write: the complete requests get their answers, then the 400, then the
     # connection closes. (A Content-Length shorter than its body leaves such garbage too.)
     health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
@@ -300,7 +300,7 @@ def test_requests_before_an_unparseable_one_are_answered_first(server: Server) -
     assert parts[2].endswith(b'{"error": "Invalid HTTP request received."}')
 
 
-def test_a_broken_chunked_body_is_refused_at_once(server: Server) -> None:
+def test_a_broken_chunked_body_is_refused_at_once(server: CorollaProcess) -> None:
     # Bad bytes inside the body of the request being received fail it now (not after the
     # body deadline): nothing else on the connection is owed an answer.
     head = (b"POST /v1/models/m:predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"

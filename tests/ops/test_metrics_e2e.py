@@ -6,14 +6,13 @@ load failures, JSON logs with request ids, access log and load events."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from corolla_harness import CorollaProcess
 from ops_process import (
-    Server,
     fake_model,
     grpc_predict_request,
     predict_body,
@@ -33,7 +32,7 @@ model_config_list {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("metrics")
     fake_model(work / "models" / "m", 1)
     fake_model(work / "models" / "broken", 1, fail="this version is broken")
@@ -57,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-def test_metrics_after_known_traffic(server: Server) -> None:
+def test_metrics_after_known_traffic(server: CorollaProcess) -> None:
     with server.client() as c:
         for _ in range(3):
             assert c.post("/v1/models/m:predict", json=predict_body()).status_code == 200
@@ -72,10 +71,7 @@ def test_metrics_after_known_traffic(server: Server) -> None:
         # A gRPC error reaches the client as soon as the servicer aborts, a moment before the
         # interceptor counts it: wait for that count.
         unknown = ':tensorflow:serving:request_count{model_name="_unknown",status="NOT_FOUND"}'
-        deadline = time.monotonic() + 5
-        while unknown not in (m := scrape(c.get("/metrics").text)):
-            assert time.monotonic() < deadline, m
-            time.sleep(0.02)
+        server.wait_until(lambda: unknown in scrape(c.get("/metrics").text), unknown, 5)
         tf_path = c.get("/monitoring/prometheus/metrics")
         plain = c.get("/metrics")
     assert tf_path.status_code == plain.status_code == 200
@@ -122,7 +118,7 @@ def test_metrics_after_known_traffic(server: Server) -> None:
     assert m["process_resident_memory_bytes"] > 10e6
 
 
-def test_json_logs_access_log_and_events(server: Server) -> None:
+def test_json_logs_access_log_and_events(server: CorollaProcess) -> None:
     with server.client() as c:
         r = c.post(
             "/v1/models/m:predict", json=predict_body(), headers={"x-request-id": "trace-me-42"}
@@ -134,12 +130,11 @@ def test_json_logs_access_log_and_events(server: Server) -> None:
         )
 
     def read_records() -> list[dict[str, object]]:
-        return [json.loads(ln) for ln in server.log_text().splitlines() if ln.startswith("{")]
+        return [json.loads(ln) for ln in server.log().splitlines() if ln.startswith("{")]
 
-    deadline = time.monotonic() + 5  # the gRPC access record follows the answer
-    while not any(r.get("request_id") == "grpc-trace-7" for r in read_records()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    server.wait_until(  # the gRPC access record follows the answer
+        lambda: any(r.get("request_id") == "grpc-trace-7" for r in read_records()),
+        "the gRPC access record", 5)
     records = read_records()
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
     access = [

@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from ops_process import Server, fake_model, predict_body, scrape, serve
+from corolla_harness import CorollaProcess, poll
+from ops_process import fake_model, predict_body, scrape, serve
 
 from corolla.demo_model import write_demo_version
 from corolla.protos.gen.tensorflow_serving.apis import (
@@ -35,7 +36,7 @@ class Load:
 
     def __init__(
         self,
-        server: Server,
+        server: CorollaProcess,
         path: str,
         threads: int = 4,
         check: Callable[[httpx.Response], None] | None = None,
@@ -72,13 +73,10 @@ class Load:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
+    poll(predicate, timeout, "the condition")
 
 
-def _ready(server: Server, model: str) -> int:
+def _ready(server: CorollaProcess, model: str) -> int:
     with server.client() as c:
         return c.get("/readyz", params={"model": model}).status_code
 
@@ -208,4 +206,4 @@ def test_onnx_versions_are_warmed_up_before_serving(tmp_path: Path) -> None:
         assert not any(
             k.startswith(":tensorflow:serving:runtime_latency_count") and v for k, v in m.items()
         )
-    assert "warmed up" in s.log_text()
+    assert "warmed up" in s.log()

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import http.server
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,12 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from corolla_harness import corolla_process, free_port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -91,7 +85,6 @@ def redis_server(workdir: Path) -> Iterator[int]:
 @contextlib.contextmanager
 def memcached_server(workdir: Path) -> Iterator[int]:
     port = free_port()
-    import os
 
     user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
     with _process(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
@@ -194,34 +187,11 @@ def needs(binary: str) -> None:
 
 @contextlib.contextmanager
 def serve(args: list[str], workdir: Path) -> Iterator[tuple[str, Path]]:
-    """``corolla serve`` as a real process on a free loopback port, until /readyz says 200;
-    yields (base URL, log file). SIGTERM at the end must exit 0."""
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "corolla", "serve", "--host=127.0.0.1", "--port=0",
-             f"--rest_api_port={port}", *args],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"not ready:\n{log.read_text()[-3000:]}")
-        yield url, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(30) == 0, log.read_text()[-3000:]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+    """``corolla serve`` as a real process on free loopback ports (the one harness), until
+    /readyz says 200; yields (base URL, log file). SIGTERM at the end must exit 0."""
+    with corolla_process(args, workdir, wait="/readyz") as server:
+        yield server.url, server.log_path
+        assert server.terminate() == 0, server.log_tail(3000)
 
 
 def metric(url: str, name: str) -> float:

@@ -49,6 +49,12 @@ def export_onnx(
         # The tracer says, once per strided Slice, that it leaves those unfolded: harmless (the
         # graph is verified against PyTorch after export), and noise in every training run.
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        # dynamo=False is deliberate: the TorchScript exporter needs no onnxscript and its graph
+        # is verified against PyTorch below; torch 2.9+ warns on every call that it is legacy.
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed",
+                                category=DeprecationWarning, module="torch")
         torch.onnx.export(
             module,
             (dummy,),
