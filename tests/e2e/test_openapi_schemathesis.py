@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from corolla_process import free_port
+from corolla_harness import free_port
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 

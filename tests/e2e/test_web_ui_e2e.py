@@ -32,7 +32,7 @@ from corolla.demo_model import write_demo_version
 from corolla.runtimes.fake import write_fake_version
 
 if TYPE_CHECKING:
-    from conftest import Corolla, StartCorolla
+    from corolla_harness import CorollaProcess, StartCorolla
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory,
            servers_in: Callable[[Path], Any], models_config: Callable[..., str]
-           ) -> Iterator[Corolla]:
+           ) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("webui")
     write_demo_version(work / "colors", 1, size=16)
     cfg = work / "models.config"
@@ -153,7 +153,7 @@ def shoot(driver: Any, name: str) -> None:
 # ---- the page -------------------------------------------------------------------------------
 
 
-def test_upload_a_photo_and_see_its_label(browser: Any, server: Corolla,
+def test_upload_a_photo_and_see_its_label(browser: Any, server: CorollaProcess,
                                           photos: dict[str, Any]) -> None:
     open_page(browser, server.url, photos["model"])
     assert browser.title == "Corolla"
@@ -180,7 +180,7 @@ def test_upload_a_photo_and_see_its_label(browser: Any, server: Corolla,
     shoot(browser, "classified")
 
 
-def test_two_photos_at_once(browser: Any, server: Corolla, photos: dict[str, Any]) -> None:
+def test_two_photos_at_once(browser: Any, server: CorollaProcess, photos: dict[str, Any]) -> None:
     open_page(browser, server.url, photos["model"])
     files = photos["files"]
     pick(browser, *(p for p, _ in files))
@@ -192,7 +192,7 @@ def test_two_photos_at_once(browser: Any, server: Corolla, photos: dict[str, Any
     assert "2 classified" in by_id(browser, "upload-note").text
 
 
-def test_a_file_that_is_not_an_image(browser: Any, server: Corolla, tmp_path: Path) -> None:
+def test_a_file_that_is_not_an_image(browser: Any, server: CorollaProcess, tmp_path: Path) -> None:
     open_page(browser, server.url, "flowers")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo at all\n")
@@ -207,7 +207,7 @@ def test_a_file_that_is_not_an_image(browser: Any, server: Corolla, tmp_path: Pa
     assert "1 failed" in by_id(browser, "upload-note").text
 
 
-def test_keyboard_only(browser: Any, server: Corolla, tmp_path: Path) -> None:
+def test_keyboard_only(browser: Any, server: CorollaProcess, tmp_path: Path) -> None:
     """From the top of the page, Tab and the arrow keys alone reach the model choice and the
     upload control, which shows where the focus is; the results' controls work with Enter."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -255,7 +255,7 @@ def test_keyboard_only(browser: Any, server: Corolla, tmp_path: Path) -> None:
     assert code.is_displayed() and "/v1/models/colors:predict" in code.text
 
 
-def test_operator_panel(browser: Any, server: Corolla, photos: dict[str, Any]) -> None:
+def test_operator_panel(browser: Any, server: CorollaProcess, photos: dict[str, Any]) -> None:
     from selenium.webdriver.common.by import By
 
     open_page(browser, server.url, photos["model"])
@@ -295,7 +295,7 @@ def test_operator_panel(browser: Any, server: Corolla, photos: dict[str, Any]) -
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory, servers_in: Callable[[Path], Any]
-          ) -> Iterator[Corolla]:
+          ) -> Iterator[CorollaProcess]:
     work = tmp_path_factory.mktemp("webui-keys")
     write_demo_version(work / "colors", 1, size=16)
     keys = work / "keys"
@@ -308,7 +308,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, servers_in: Callable[[Path],
         yield server
 
 
-def test_api_keys(keyed: Corolla, tmp_path: Path) -> None:
+def test_api_keys(keyed: CorollaProcess, tmp_path: Path) -> None:
     """The page asks for a key, is refused with a wrong one and without one, works with the
     right one, and keeps it for the browser tab's session only."""
     red = solid_photo(tmp_path / "red.jpg", "red")
@@ -413,7 +413,7 @@ def test_loading_model_413_and_429(start_corolla: StartCorolla, tmp_path: Path) 
         assert labels(card)[0][0] == "red", card.text
 
 
-def _inflight(server: Corolla) -> float:
+def _inflight(server: CorollaProcess) -> float:
     text = server.get("/metrics").text
     m = re.search(r'^corolla_inflight_requests\{entrypoint="REST"\} (\S+)$', text, re.M)
     assert m is not None
