@@ -88,9 +88,14 @@ class _Task:
     enqueued: float
 
 
+# Requests that may share a batch: signature, output filter, and each input's name, dtype and
+# per-row shape (its rank, with padding).
+BatchKey = tuple[str, tuple[str, ...], tuple[tuple[str, str, int | tuple[int, ...]], ...]]
+
+
 @dataclass(kw_only=True)
 class _Batch:
-    key: tuple[Any, ...]
+    key: BatchKey
     signature: str
     output_filter: tuple[str, ...]
     tasks: list[_Task] = field(default_factory=list)
@@ -117,7 +122,7 @@ class Batcher:
         # Batches run on the event loop (one at a time) instead of in the executor's threads:
         # see ``runner`` in the module docstring.
         self._runner = runner
-        self._open: dict[tuple[Any, ...], _Batch] = {}
+        self._open: dict[BatchKey, _Batch] = {}
         self._ready: deque[_Batch] = deque()
         self._running = 0
         self._closed = False
@@ -130,7 +135,7 @@ class Batcher:
             len(b.tasks) for b in self._ready)
 
     def _key(self, inputs: Tensors, signature: str, output_filter: tuple[str, ...]
-             ) -> tuple[Any, ...]:
+             ) -> BatchKey:
         # Requests share a batch when their rows have the same shapes (or, with padding, the
         # same ranks).
         pad = self.options.pad_variable_length_inputs

@@ -27,10 +27,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar, cast
+
+T = TypeVar("T")
 
 # (function, arguments, future, tag)
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", object]
+# (function, arguments, future, tag); the future is the caller's Future[T] for fn -> T.
+_Job = tuple[Callable[..., object], tuple[object, ...], "asyncio.Future[object]", object]
 
 log = logging.getLogger("corolla.looprunner")
 
@@ -54,8 +57,8 @@ class LoopRunner:
         decode whose request will then join that tag's batch."""
         return any(job[3] is tag and not job[2].done() for job in self._normal)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False,
-               tag: object = None) -> asyncio.Future[Any]:
+    def submit(self, fn: Callable[..., T], *args: object, urgent: bool = False,
+               tag: object = None) -> asyncio.Future[T]:
         """Queue ``fn(*args)`` (from the loop thread); its result or exception comes back in
         the returned future."""
         loop = asyncio.get_running_loop()
@@ -66,8 +69,9 @@ class LoopRunner:
             self._urgent.clear()
             self._normal.clear()
             self._scheduled = False
-        fut: asyncio.Future[Any] = loop.create_future()
-        (self._urgent if urgent else self._normal).append((fn, args, fut, tag))
+        fut: asyncio.Future[T] = loop.create_future()
+        job: _Job = (fn, args, cast("asyncio.Future[object]", fut), tag)
+        (self._urgent if urgent else self._normal).append(job)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._step)

@@ -21,10 +21,11 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import grpc
+from google.protobuf.message import Message
 
 from corolla.auth import KeyStore, bearer_token
 from corolla.errors import CorollaError, PermissionDenied
@@ -32,6 +33,11 @@ from corolla.logging_setup import REQUEST_ID, RequestIds
 from corolla.metrics import UNKNOWN_MODEL, Metrics
 
 access = logging.getLogger("corolla.access")
+
+# A method's behaviour: (request or request iterator, context) -> a response or an async
+# iterator of responses; a unary one: (request, context) -> awaitable response.
+Behavior = Callable[..., object]
+UnaryBehavior = Callable[[Message, grpc.aio.ServicerContext], Awaitable[object]]
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 RELOAD_METHOD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
@@ -52,10 +58,10 @@ OPEN_HEALTH_METHODS = (
 )
 
 
-def request_models(request: Any) -> list[str]:
+def request_models(request: object) -> list[str]:
     """Model names a request message refers to (none for server-level calls)."""
-    spec: Any = getattr(request, "model_spec", None)
-    name: Any = getattr(spec, "name", None) if spec is not None else None
+    spec: object = getattr(request, "model_spec", None)
+    name: object = getattr(spec, "name", None) if spec is not None else None
     if isinstance(name, str) and name:
         return [name]
     tasks = getattr(request, "tasks", None)  # MultiInference
@@ -100,13 +106,13 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         self.health_open = health_open
         self.access_log = access_log
         self.ids = RequestIds()
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
-    ) -> Any:
+    ) -> grpc.RpcMethodHandler | None:
         method = details.method
         cached = self._cache.get(method)
         if cached is not None:
@@ -123,7 +129,7 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
             self.health_open and method.startswith(OPEN_HEALTH_METHODS)
         )
 
-    def _wrap(self, method: str, handler: Any) -> Any:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         needs_key = self._needs_key(method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -151,11 +157,12 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _guarded(self, method: str, inner: Any, *, unary_request: bool) -> Any:
+    def _guarded(self, method: str, inner: Behavior, *, unary_request: bool) -> Behavior:
         """A streaming behavior of the same kind as ``inner`` that checks the key first."""
         if inspect.isasyncgenfunction(inner):
 
-            async def gen(request: Any, context: Any) -> Any:
+            async def gen(request: object, context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[object]:
                 await self._check_key(
                     context, method, request_models(request) if unary_request else []
                 )
@@ -164,15 +171,15 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
 
             return gen
 
-        async def coro(request: Any, context: Any) -> Any:
+        async def coro(request: object, context: grpc.aio.ServicerContext) -> object:
             await self._check_key(context, method, request_models(request) if unary_request else [])
-            return await inner(request, context)
+            return await cast(Awaitable[object], inner(request, context))
 
         return coro
 
     async def _check_key(
         self,
-        context: Any,
+        context: grpc.aio.ServicerContext,
         method: str,
         models: list[str],
         authorization: str | None = None,
@@ -194,7 +201,8 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         except CorollaError as exc:
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
-    def _unary(self, method: str, behavior: Any, needs_key: bool) -> Any:
+    def _unary(self, method: str, behavior: UnaryBehavior, needs_key: bool
+               ) -> UnaryBehavior:
         api = INFERENCE_METHODS.get(method)
         metrics = self.metrics if api is not None else None
         inflight = self.metrics.inflight if self.metrics is not None else None
@@ -204,7 +212,7 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
         access_log = self.access_log
         ids = self.ids
 
-        async def unary(request: Any, context: Any) -> Any:
+        async def unary(request: Message, context: grpc.aio.ServicerContext) -> object:
             start = time.perf_counter()
             authorization, api_key, rid = _metadata(context)
             token = REQUEST_ID.set(ids.accept(rid))
@@ -270,6 +278,6 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):
             metrics.observe_request(name, api, "GRPC", status, elapsed)
 
 
-def _code_name(code: Any) -> str:
+def _code_name(code: grpc.StatusCode) -> str:
     name = getattr(code, "name", None)
     return name if isinstance(name, str) else str(code)

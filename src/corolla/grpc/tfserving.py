@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
@@ -22,9 +21,12 @@ from corolla.protocols import tensor_proto, tf_example, tf_inference
 from corolla.protocols.signature_def import SIGNATURE_DEF_FIELD, model_metadata_response
 from corolla.protos.gen.tensorflow_serving.apis import (
     classification_pb2,
+    get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    input_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -39,7 +41,7 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
 
-def model_spec(msg: Any, has: bool = True) -> ModelSpec:
+def model_spec(msg: model_pb2.ModelSpec, has: bool = True) -> ModelSpec:
     """A request's ``ModelSpec`` proto as the service's ModelSpec."""
     if not has:
         raise InvalidArgument("Missing ModelSpec")
@@ -50,7 +52,8 @@ def model_spec(msg: Any, has: bool = True) -> ModelSpec:
                      signature_name=msg.signature_name)
 
 
-def fill_model_spec(out: Any, name: str, version: int, signature_name: str = "") -> None:
+def fill_model_spec(out: model_pb2.ModelSpec, name: str, version: int,
+                    signature_name: str = "") -> None:
     out.name = name
     out.version.value = version
     if signature_name:
@@ -69,7 +72,9 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         self.service = service
 
     @handle_errors
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Predict(
+            self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         # One allowance for the whole request: padding short typed fields is bounded in all.
         expansion = Expansion(self.service.options.max_decoded_image_bytes)
@@ -89,7 +94,7 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
             tensor_proto.from_numpy(array, out=resp.outputs[alias])
         return resp
 
-    async def _examples(self, spec: ModelSpec, input_msg: Any, method: str,
+    async def _examples(self, spec: ModelSpec, input_msg: input_pb2.Input, method: str,
                         context: grpc.aio.ServicerContext) -> frontend.ExampleResult | None:
         """Run a SavedModel classify/regress signature on serialized tf.Examples, or None when
         the model takes the label path instead."""
@@ -100,8 +105,8 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
             self.service, spec, tf_inference.serialize_input(input_msg), method,
             deadline=deadline(context))
 
-    async def _classify(self, spec: ModelSpec, input_msg: Any, context: grpc.aio.ServicerContext
-                        ) -> ClassifyResult:
+    async def _classify(self, spec: ModelSpec, input_msg: input_pb2.Input,
+                        context: grpc.aio.ServicerContext) -> ClassifyResult:
         _, metadata = self.service.metadata(spec)
         sig = metadata.signatures.get(spec.signature)
         if sig is None:
@@ -112,14 +117,18 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
                                            image_rows=True)
 
     @staticmethod
-    def _fill_classes(out: Any, result: ClassifyResult) -> None:
+    def _fill_classes(out: classification_pb2.ClassificationResult,
+                      result: ClassifyResult) -> None:
         for row in result.classes:
             c = out.classifications.add()
             for label, score in row:
                 c.classes.add(label=label, score=score)
 
     @handle_errors
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Classify(
+            self, request: classification_pb2.ClassificationRequest,
+            context: grpc.aio.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         resp = classification_pb2.ClassificationResponse()
         ex = await self._examples(spec, request.input, CLASSIFY_METHOD, context)
@@ -133,7 +142,9 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         return resp
 
     @handle_errors
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Regress(
+            self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         ex = await self._examples(spec, request.input, REGRESS_METHOD, context)
         if ex is None:
@@ -146,7 +157,9 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         return resp
 
     @handle_errors
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def MultiInference(
+            self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
         if not request.tasks:
             raise InvalidArgument("MultiInferenceRequest must have at least one task")
         specs = [model_spec(t.model_spec, t.HasField("model_spec")) for t in request.tasks]
@@ -176,7 +189,10 @@ class TfServingPrediction(prediction_service_pb2_grpc.PredictionServiceServicer)
         return resp
 
     @handle_errors
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetModelMetadata(
+            self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+            context: grpc.aio.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         if not request.metadata_field:
             raise InvalidArgument(
@@ -199,7 +215,10 @@ class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
         await self.service.reload_config(configs, timeout=timeout)
 
     @handle_errors
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetModelStatus(
+            self, request: get_model_status_pb2.GetModelStatusRequest,
+            context: grpc.aio.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = model_spec(request.model_spec, request.HasField("model_spec"))
         resp = get_model_status_pb2.GetModelStatusResponse()
         for status in self.service.statuses(spec.name, spec.version, spec.label):
@@ -210,8 +229,9 @@ class TfServingModel(model_service_pb2_grpc.ModelServiceServicer):
         return resp
 
     @handle_errors
-    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext
-                                        ) -> Any:
+    async def HandleReloadConfigRequest(
+            self, request: model_management_pb2.ReloadConfigRequest,
+            context: grpc.aio.ServicerContext) -> model_management_pb2.ReloadConfigResponse:
         configs = model_configs_from_proto(request.config)
         log.info("ReloadConfig: serving %s", [c.name for c in configs])
         remaining = context.time_remaining()

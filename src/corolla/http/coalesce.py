@@ -21,6 +21,7 @@ first, so that answers finished earlier in the same iteration leave now rather t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -78,7 +79,7 @@ class CoalescingWriter:
             self._loop.call_soon(self._scheduled_flush)
             self._due.add(self)
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: Iterable[bytes]) -> None:
         for data in lines:
             self.write(data)
 

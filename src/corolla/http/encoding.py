@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Scope
 
 from corolla import admission
 from corolla.errors import Code, CorollaError, InvalidArgument
@@ -38,7 +39,7 @@ class BodyParser:
     def __init__(self) -> None:
         self._gate = asyncio.Semaphore(1)
 
-    async def parse(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+    async def parse(self, size: int, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` for a body of ``size`` bytes."""
         if size < BIG_BODY_BYTES:
             return fn(*args)
@@ -61,7 +62,7 @@ class BodyTooLarge(CorollaError):
         return 413
 
 
-def body_limit(scope: Mapping[str, Any]) -> int:
+def body_limit(scope: Scope) -> int:
     """The inflated-size limit for a request: the server's body limit, else the fixed cap."""
     limit = scope.get("corolla.max_body")
     return limit if isinstance(limit, int) and limit > 0 else MAX_INFLATED_BYTES

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +27,7 @@ from corolla.service import PredictionService
 HEALTH_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 
 
-def _json(doc: Any, status: int = 200) -> Response:
+def _json(doc: object, status: int = 200) -> Response:
     return Response(json.dumps(doc), status_code=status, media_type="application/json")
 
 
@@ -44,7 +43,7 @@ def health_routes(service: PredictionService, skip: Collection[str] = ()) -> lis
             ok = service.model_ready(model)
             return _json({"model": model, "ready": ok}, 200 if ok else 503)
         ok = service.ready()
-        doc: dict[str, Any] = {"ready": ok}
+        doc: dict[str, object] = {"ready": ok}
         if not ok:
             doc["draining"] = bool(service.draining)
             doc["not_ready"] = [

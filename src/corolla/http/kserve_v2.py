@@ -14,8 +14,6 @@ CorollaError and answered ``{"error": ...}`` by the app's one handler.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +26,7 @@ from corolla.protocols import kserve_v2 as codec
 from corolla.service import PredictionService
 
 
-def _json(doc: Any, status: int = 200) -> Response:
+def _json(doc: object, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
 

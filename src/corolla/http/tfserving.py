@@ -42,7 +42,7 @@ _MODEL_PATHS = ("/v1/models/{name}", "/v1/models/{name}/versions/{version}",
 _METHODS = frozenset({"GET", "HEAD", "POST"})
 
 
-def json_response(doc: Any, status: int = 200) -> Response:
+def json_response(doc: object, status: int = 200) -> Response:
     return Response(codec.dumps(doc), status_code=status, media_type="application/json")
 
 
