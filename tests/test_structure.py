@@ -18,7 +18,7 @@ GENERATED = PACKAGE / "protos" / "gen"
 MAX_LINES = 500
 # Modules over MAX_LINES today, with the most lines they may have until they are split
 # (issue 26): they may shrink, never grow.
-OVER: dict[str, int] = {"cli.py": 547, "model_dir.py": 523}
+OVER: dict[str, int] = {"cli.py": 508, "model_dir.py": 523}
 
 
 def _modules() -> dict[str, Path]:
