@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from corolla.model_dir import read_metadata, seal_version, write_metadata
+from corolla.model_dir import read_metadata, write_metadata
+from corolla.model_publish import seal_version
 from corolla.training.data import SplitSpec, scan_dataset, split_dataset
 from corolla.training.evaluate import evaluate_version
 from corolla.training.export import ort_session, quantize_int8

@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.bench import corolla_code, machine_info, machine_line
 
     import corolla
-    from corolla.cli import default_model_base_path
     from corolla.model_dir import read_metadata
+    from corolla.serve_options import default_model_base_path
 
     compileall.compile_dir(str(Path(corolla.__file__).parent), quiet=1)
     base = Path(default_model_base_path())

@@ -260,8 +260,8 @@ async def main(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     await asyncio.to_thread(
         stack.run, "run", "--rm", "--no-deps", "-T", "--entrypoint", "/bin/sh", "seed", "-c",
-        "corolla push \"$(python -c 'from corolla.cli import default_model_base_path as p; "
-        f"print(p())')/1\" {STORE}/{MODEL} --version {new}",
+        "corolla push \"$(python -c 'from corolla.serve_options import default_model_base_path "
+        f"as p; print(p())')/1\" {STORE}/{MODEL} --version {new}",
     )  # fmt: skip
     published = time.monotonic() - t0
     try:

@@ -225,7 +225,7 @@ docker stop "$c" >/dev/null
 # ---- 3. nothing mounted: the embedded default model -----------------------------------------
 run_server default "$IMAGE"
 rest="http://127.0.0.1:$(host_port "$c" 8501)"
-if docker exec "$c" python -c 'import corolla.cli as c, os, sys; sys.exit(not os.path.isdir(c.default_model_base_path()))' 2>/dev/null; then
+if docker exec "$c" python -c 'import corolla.serve_options as c, os, sys; sys.exit(not os.path.isdir(c.default_model_base_path()))' 2>/dev/null; then
   wait_for "$rest/v1/models/flowers" '"AVAILABLE"' 90 || fail "embedded default model not AVAILABLE"
   pass "no model mounted: embedded default model flowers AVAILABLE"
 else

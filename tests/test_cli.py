@@ -1,4 +1,4 @@
-"""Command line to ServerOptions (corolla.cli): TF Serving's flags and environment contract."""
+"""Command line to ServerOptions (corolla.cli, corolla.serve_options): TF Serving's contract."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from corolla.batching import BatchingOptions
-from corolla.cli import build_parser, build_server_options, main
+from corolla.cli import build_parser, main
 from corolla.config import VersionPolicy
 from corolla.errors import CorollaError
+from corolla.serve_options import build_server_options
 from corolla.server import ServerOptions
 
 
@@ -153,10 +154,10 @@ def test_one_core_processes_run_requests_inline_with_one_onnx_thread(
     """--inline_requests=auto turns on where a process has one core; ONNX Runtime's thread
     count is then explicit, since its own default counts the node's cores, not the quota.
     A request alone in a process with more cores runs on all of them (the solo session)."""
-    import corolla.cli
+    import corolla.serve_options
 
-    monkeypatch.setattr(corolla.cli, "available_cpus", lambda: cpus)
-    monkeypatch.setattr(corolla.cli.os, "cpu_count", lambda: machine)
+    monkeypatch.setattr(corolla.serve_options, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(corolla.serve_options.os, "cpu_count", lambda: machine)
     opts = options(argv)
     assert opts.inline_requests is inline
     assert opts.onnx.intra_op_threads == intra

@@ -9,13 +9,8 @@ import pytest
 
 from corolla.demo_model import write_demo_version
 from corolla.errors import Code, CorollaError, InvalidArgument
-from corolla.model_dir import (
-    METADATA_FILE,
-    files_from_json,
-    hash_file,
-    read_metadata,
-    verify_files,
-)
+from corolla.model_dir import METADATA_FILE, files_from_json, read_metadata
+from corolla.model_publish import hash_file, verify_files
 
 
 def test_publication_seals_every_file(tmp_path: Path) -> None:

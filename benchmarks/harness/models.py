@@ -31,11 +31,10 @@ from corolla.model_dir import (
     ModelMetadata,
     Signature,
     TensorSpec,
-    existing_versions,
     read_metadata,
-    stage_version,
     write_metadata,
 )
+from corolla.model_publish import existing_versions, stage_version
 
 FLOWER_LABELS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 IRIS_LABELS = ("setosa", "versicolor", "virginica")

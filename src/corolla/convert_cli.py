@@ -8,7 +8,7 @@ and, for numeric inputs, give the SavedModel's own outputs on a test batch. The 
 was converted, how closely it matches, and everything that was not carried over (other
 signatures, unsupported ops, warmup requests, ...). Nothing is published unless conversion and
 check pass (``--force`` publishes a graph that loads but differs). The version is written with
-:func:`corolla.model_dir.stage_version`, so a server polling the output base path sees it whole.
+:func:`corolla.model_publish.stage_version`, so a server polling the output base path sees it whole.
 
 Needs ``corolla[tensorflow]`` (TensorFlow and tf2onnx); both are imported only when it runs.
 """
@@ -33,9 +33,9 @@ from corolla.model_dir import (
     Signature,
     TensorSpec,
     read_metadata,
-    stage_version,
     write_metadata,
 )
+from corolla.model_publish import stage_version
 
 DEFAULT_OPSET = 17
 RTOL, ATOL = 1e-3, 1e-4

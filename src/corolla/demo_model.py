@@ -19,9 +19,9 @@ from corolla.model_dir import (
     ModelMetadata,
     Signature,
     TensorSpec,
-    stage_version,
     write_metadata,
 )
+from corolla.model_publish import stage_version
 
 LABELS = ("red", "green", "blue", "white", "black")
 

@@ -278,7 +278,7 @@ def test_cloud_run_service(path: Path) -> None:
     assert "startupProbe" in c
     args = serve_args(c.get("args", []))
     # Cloud Run sets PORT to the container port: REST takes it unless the flag says otherwise.
-    from corolla.cli import rest_api_port
+    from corolla.serve_options import rest_api_port
 
     # (the entrypoint passes only --port=8500 when PORT is set)
     with_port = build_parser().parse_args(["serve", "--port=8500", *c.get("args", [])])

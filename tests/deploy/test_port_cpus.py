@@ -21,10 +21,11 @@ import httpx
 import pytest
 from corolla_harness import free_port
 
-from corolla.cli import apply_cpus, build_parser, rest_api_port
+from corolla.cli import build_parser
 from corolla.cpus import CPUS_ENV, available_cpus, detected_cpus, parse_cpus
 from corolla.demo_model import write_demo_version
 from corolla.errors import CorollaError
+from corolla.serve_options import apply_cpus, rest_api_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -102,7 +103,7 @@ def test_available_cpus_follows_cpus_env(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_cpus_flag_sets_the_env_and_sizes_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from corolla.cli import build_server_options
+    from corolla.serve_options import build_server_options
 
     environ: dict[str, str] = {}
     apply_cpus(_args("--cpus=1"), environ)

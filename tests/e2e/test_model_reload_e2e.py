@@ -21,7 +21,8 @@ from PIL import Image
 
 from corolla.demo_model import metadata as demo_metadata
 from corolla.demo_model import write_demo_version
-from corolla.model_dir import stage_version, write_metadata
+from corolla.model_dir import write_metadata
+from corolla.model_publish import stage_version
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,8 @@ import pytest
 from PIL import Image
 
 from corolla.demo_model import LABELS, build_onnx, metadata
-from corolla.model_dir import stage_version, write_metadata
+from corolla.model_dir import write_metadata
+from corolla.model_publish import stage_version
 from corolla.runtimes.fake import write_fake_version
 
 pytestmark = pytest.mark.slow

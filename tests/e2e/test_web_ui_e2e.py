@@ -27,9 +27,9 @@ import pytest
 from browser import DESKTOP, PHONE, chromium, require_chromium, screenshot, wait_for
 from PIL import Image
 
-from corolla.cli import default_model_base_path
 from corolla.demo_model import write_demo_version
 from corolla.runtimes.fake import write_fake_version
+from corolla.serve_options import default_model_base_path
 
 if TYPE_CHECKING:
     from corolla_harness import CorollaProcess, StartCorolla

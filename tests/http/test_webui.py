@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from corolla.cli import build_parser, build_server_options
+from corolla.cli import build_parser
 from corolla.config import ModelConfig, VersionPolicy
 from corolla.http import webui
 from corolla.repository.manager import ManagerOptions
 from corolla.runtimes.fake import write_fake_version
+from corolla.serve_options import build_server_options
 from corolla.server import CorollaServer, ServerOptions
 
 Make = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corolla.cli import build_parser, build_server_options, default_model_base_path
+from corolla.cli import build_parser
 from corolla.errors import FailedPrecondition
 from corolla.images import preprocess_image
 from corolla.runtimes.onnx import OnnxOptions, OnnxRuntime, OnnxServable
+from corolla.serve_options import build_server_options, default_model_base_path
 
 DEFAULT = Path(default_model_base_path()) / "1"
 FLOWERS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "flower_photos"

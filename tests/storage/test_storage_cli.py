@@ -11,7 +11,8 @@ from storage_servers import Outage
 
 from corolla.cli import main
 from corolla.demo_model import write_demo_version
-from corolla.model_dir import read_metadata, verify_files
+from corolla.model_dir import read_metadata
+from corolla.model_publish import verify_files
 from corolla.storage.cli import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from corolla.storage.uri import open_store
 

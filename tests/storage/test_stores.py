@@ -9,7 +9,8 @@ import pytest
 
 from corolla.demo_model import write_demo_version
 from corolla.errors import Code, CorollaError
-from corolla.model_dir import METADATA_FILE, read_metadata, verify_files
+from corolla.model_dir import METADATA_FILE, read_metadata
+from corolla.model_publish import verify_files
 from corolla.storage import transfer
 from corolla.storage.base import StoreNotFound
 from corolla.storage.uri import open_store

@@ -9,13 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from corolla.images import preprocess_image  # noqa: E402
-from corolla.model_dir import (  # noqa: E402
-    existing_versions,
-    is_version_name,
-    read_metadata,
-    stage_version,
-    write_metadata,
-)
+from corolla.model_dir import is_version_name, read_metadata, write_metadata  # noqa: E402
+from corolla.model_publish import existing_versions, stage_version  # noqa: E402
 from corolla.runtimes.onnx import OnnxOptions, OnnxServable  # noqa: E402
 from corolla.training.export import (  # noqa: E402
     build_metadata,

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from corolla.errors import Code, CorollaError, DataLoss, InvalidArgument
-from corolla.model_dir import METADATA_FILE, read_metadata, verify_files
+from corolla.model_dir import METADATA_FILE, read_metadata
+from corolla.model_publish import verify_files
 
 log = logging.getLogger("corolla.storage")
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """A local base path as a store: what ``corolla push`` and ``fetch-model`` use for a directory.
 
-Publishing goes through :func:`corolla.model_dir.stage_version` semantics: files are copied
+Publishing goes through :func:`corolla.model_publish.stage_version` semantics: files are copied
 under a hidden staging name, sealed, and renamed to the version number, so a server polling the
 directory sees the version whole or not at all.
 """
@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from corolla.model_dir import METADATA_FILE, is_version_name, publish_version
+from corolla.model_dir import METADATA_FILE, is_version_name
+from corolla.model_publish import publish_version
 from corolla.storage.base import (
     Progress,
     RemoteFile,

@@ -19,10 +19,8 @@ from corolla.model_dir import (
     check_relative_name,
     files_from_json,
     read_metadata,
-    sealed_metadata_bytes,
-    verify_files,
-    version_files,
 )
+from corolla.model_publish import sealed_metadata_bytes, verify_files, version_files
 from corolla.storage.base import (
     PUBLISHING_MARKER,
     BeingPublished,

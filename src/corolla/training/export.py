@@ -3,7 +3,7 @@
 Owns the ONNX export (NHWC float32 ``images`` in, softmax ``probabilities`` out, dynamic batch),
 the check that ONNX Runtime reproduces PyTorch on real images within :data:`VERIFY_ATOL`, the
 ``corolla.json`` metadata (signature, labels, preprocessing, provenance), and int8 static
-quantisation. Publication goes through :func:`corolla.model_dir.stage_version`, so a polling
+quantisation. Publication goes through :func:`corolla.model_publish.stage_version`, so a polling
 server sees a version whole or not at all.
 """
 

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from corolla.images import preprocess_image
-from corolla.model_dir import ONNX_FILE, stage_version, write_metadata
+from corolla.model_dir import ONNX_FILE, write_metadata
+from corolla.model_publish import stage_version
 from corolla.training.data import (
     SplitSpec,
     check_trainable,
