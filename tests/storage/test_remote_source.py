@@ -95,39 +95,50 @@ def push(uri: str, version_dir: Path, version: int | None = None, **kw: Any) -> 
         store.close()
 
 
+IMAGES = {"images": np.zeros((1, 16, 16, 3), np.float32)}
+
+
 def predict(manager: Manager) -> int:
     with manager.serving_map.lease("m") as lv:
-        out = lv.servable.predict({"images": np.zeros((1, 16, 16, 3), np.float32)})
+        out = lv.servable.predict(IMAGES)
         assert out
         return lv.version
 
 
 class Load:
-    """Requests on two threads all along (lease + predict); none may fail."""
+    """Two clients sending requests all along; none may fail.
+
+    Each request runs as the server runs one: the lease is taken and returned on the event loop
+    (the serving map's contract), and the inference runs in a worker thread while the lease is
+    held. A lease taken on another thread may come from a map that the manager has already
+    replaced, after the version in it quiesced and closed: a race of that client, not of the
+    server (a version the manager has unpublished on the loop gets no new lease).
+    """
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        self.stop = threading.Event()
+        self.stopping = False
         self.failures: list[BaseException] = []
         self.served: set[int] = set()
-        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
+        self.tasks: list[asyncio.Task[None]] = []
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
+    async def _run(self) -> None:
+        while not self.stopping:
             try:
-                self.served.add(predict(self.manager))
+                with self.manager.serving_map.lease("m") as lv:
+                    out = await asyncio.to_thread(lv.servable.predict, IMAGES)
+                    assert out
+                self.served.add(lv.version)
             except Exception as exc:
                 self.failures.append(exc)
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
+    async def __aenter__(self) -> Load:
+        self.tasks = [asyncio.ensure_future(self._run()) for _ in range(2)]
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join()
+    async def __aexit__(self, *exc: object) -> None:
+        self.stopping = True
+        await asyncio.gather(*self.tasks)
 
 
 @pytest.mark.parametrize("kind", ["s3", "gs", "redis"])
@@ -142,7 +153,7 @@ async def test_serve_and_publish_under_load(kind: str, store_uri: Callable[[str]
     path = r.manager.serving_map.find("m").path
     assert path.is_relative_to(tmp_path / "cache") and path.name == "1"
 
-    with Load(r.manager) as load:
+    async with Load(r.manager) as load:
         await asyncio.to_thread(push, uri, demo)
         await r.poll_until(lambda: r.serving() == {2})
         await asyncio.sleep(0.2)
@@ -320,7 +331,7 @@ async def test_http_archive(tmp_path: Path, rig: Callable[..., Rig], demo: Path)
         await r.manager.set_configs([ModelConfig(name="m", base_path=uri)])
         await r.poll_until(lambda: r.serving() == {3})
         # A new archive holding version 4 replaces it, under load: no request fails.
-        with Load(r.manager) as load:
+        async with Load(r.manager) as load:
             with tarfile.open(site / "model.tar.gz.tmp", "w:gz") as t:
                 t.add(demo, arcname="4")
             (site / "model.tar.gz.tmp").replace(site / "model.tar.gz")
