@@ -213,6 +213,18 @@ def test_broken_exif_is_ignored() -> None:
         assert np.allclose(mean_rgb(decode(broken, spec)), (10, 20, 200), atol=6)
 
 
+def test_truncated_exif_is_read_past() -> None:
+    """A TIFF header whose orientation entry is cut short: Pillow warns ("Corrupt EXIF data")
+    and reads on; the photo decodes (the test suite turns warnings into errors, and ignores
+    Pillow's UserWarnings for this reason: pyproject.toml)."""
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06"
+    buf = io.BytesIO()
+    solid((10, 20, 200)).save(buf, "JPEG", exif=exif)
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"):
+        out = decode(buf.getvalue(), SPEC)
+    assert np.allclose(mean_rgb(out), (10, 20, 200), atol=6)
+
+
 # ---- bad input ----------------------------------------------------------------------------
 
 
