@@ -3,11 +3,14 @@
 # models from a shared store), under load: (a) a new model version, (b) one replica SIGKILLed,
 # (c) a rolling restart. Prints requests sent and failed per step (scripts/cluster_check.py).
 #
-#   scripts/cluster-check.sh                 # build what is missing, check, tear down
-#   BUILD=1 scripts/cluster-check.sh         # rebuild the Corolla image first
+#   scripts/cluster-check.sh                 # build the images from this tree, check, tear down
+#   IMAGE=corolla:1.2 scripts/cluster-check.sh   # check an image built elsewhere, as it is
 #
 # Environment:
-#   IMAGE         Corolla image (default corolla:dev; built when missing or BUILD=1)
+#   IMAGE         Corolla image (default corolla:dev, built from this tree on every run: an
+#                 unchanged tree hits Docker's layer cache, a changed one is never checked
+#                 against a stale image). A named IMAGE is used as it is, built only when missing
+#   BUILD=0|1     force skipping (0) or doing (1) that build
 #   BASE          base image for the builds (default: corolla-base:bookworm when it exists,
 #                 else built with scripts/build-base-image.sh when no registry image is there)
 #   PYTHON        interpreter with corolla, httpx and grpcio (default .venv/bin/python)
@@ -22,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-IMAGE="${IMAGE:-corolla:dev}"
+if [ -z "${IMAGE:-}" ]; then IMAGE=corolla:dev; BUILD="${BUILD:-1}"; fi
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 PROJECT="corollacheck$$"
 DOCKERD_PID=""
@@ -90,7 +93,7 @@ if [ -z "${BASE:-}" ]; then
     BASE=corolla-base:bookworm
   fi
 fi
-if [ "${BUILD:-0}" = 1 ] || ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if [ "${BUILD:-0}" = 1 ] || { [ "${BUILD:-}" != 0 ] && ! docker image inspect "$IMAGE" >/dev/null 2>&1; }; then
   log "building $IMAGE from deploy/Dockerfile (BASE=$BASE)"
   docker build -q -f deploy/Dockerfile --build-arg "BASE=$BASE" \
     --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
