@@ -83,6 +83,36 @@ async def test_more_than_the_whole_budget_is_refused_at_once() -> None:
     assert budget.stats.too_large == 1 and budget.in_use == 0
 
 
+async def test_more_than_the_budget_beside_what_the_request_holds_is_refused_at_once() -> None:
+    # A body read chunk by chunk (or parsed, or inflated) keeps its bytes while it waits: once
+    # the rest cannot fit beside them, waiting cannot help and a 503 would only be retried into
+    # the same wall. Found from outside: a 20 MB chunked body under a 16 MiB budget got 503.
+    budget = MemoryBudget(100, wait_seconds=60)
+    ledger = Ledger(budget)
+    await ledger.take(70, "a request body")
+    t0 = time.monotonic()
+    with pytest.raises(TooLargeForBudget) as err:
+        await ledger.take(40, "a request body")
+    assert time.monotonic() - t0 < 5  # no wait
+    assert "beside the 1 MiB that this request holds" in err.value.message
+    assert budget.stats.too_large == 1 and budget.stats.busy == 0
+    ledger.close()
+    assert budget.in_use == 0
+
+
+async def test_a_take_beside_bytes_given_back_meanwhile_waits_for_them() -> None:
+    # An image decoding beside its siblings: what they hold is given back when they finish.
+    budget = MemoryBudget(100, wait_seconds=5)
+    ledger = Ledger(budget)
+    await ledger.take(70, "decoding image 0", keeps_held=False)
+    waiter = asyncio.create_task(ledger.take(40, "decoding image 1", keeps_held=False))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ledger.give(70)
+    await waiter
+    assert budget.in_use == 40 == ledger.held
+
+
 async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     budget = MemoryBudget(100, wait_seconds=5)
     await budget.take(100, "a")

@@ -210,15 +210,21 @@ class MemoryBudget:
         if stats.in_use > stats.peak:
             stats.peak = stats.in_use
 
-    async def take(self, nbytes: int, what: str, deadline: float | None = None) -> None:
-        """Take ``nbytes``, waiting for them if need be (see the module docstring)."""
+    async def take(self, nbytes: int, what: str, deadline: float | None = None, *,
+                   kept: int = 0) -> None:
+        """Take ``nbytes``, waiting for them if need be (see the module docstring). ``kept``:
+        bytes the same request already holds and keeps while it waits; beside them, more than
+        the whole budget can never be granted (413 at once, not a wait and a 503 that a retry
+        would meet again)."""
         if nbytes <= 0:
             return
-        if nbytes > self.limit:
+        if nbytes + max(0, kept) > self.limit:
             self.stats.too_large += 1
+            beside = f" beside the {_mib(kept)} that this request holds" if kept > 0 else ""
             raise TooLargeForBudget(
-                f"{what} needs {_mib(nbytes)} of memory, more than this server's memory budget "
-                f"for requests in flight ({_mib(self.limit)}); send it in smaller requests")
+                f"{what} needs {_mib(nbytes)} of memory{beside}, more than this server's memory "
+                f"budget for requests in flight ({_mib(self.limit)}); send it in smaller "
+                f"requests")
         if not self._waiters and self.stats.in_use + nbytes <= self.limit:
             self._grant(nbytes)
             return
@@ -280,8 +286,13 @@ class Ledger:
         self.held = 0
         self.parsing = 0
 
-    async def take(self, nbytes: int, what: str) -> None:
-        await self.budget.take(nbytes, what, self.deadline)
+    async def take(self, nbytes: int, what: str, *, keeps_held: bool = True) -> None:
+        """Take ``nbytes`` for this request. ``keeps_held``: the request keeps what it holds
+        while it waits (a body read chunk by chunk, the parse of a body it holds), so what does
+        not fit beside that is refused at once (413); False where part of what it holds is
+        given back meanwhile (its images decoding side by side)."""
+        await self.budget.take(nbytes, what, self.deadline,
+                               kept=self.held if keeps_held else 0)
         self.held += max(0, nbytes)
 
     def give(self, nbytes: int) -> None:
@@ -299,17 +310,33 @@ CURRENT: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
     "corolla_memory_ledger", default=None)
 
 
-async def reserve(nbytes: int, what: str, *, at_most_budget: bool = False) -> int:
+async def reserve(nbytes: int, what: str) -> int:
     """Take ``nbytes`` for the current request; returns what was taken (0 without a budget),
-    for :func:`release`. ``at_most_budget``: an estimate that may exceed the whole budget takes
-    the whole budget instead of being refused (the request then runs alone)."""
+    for :func:`release`."""
     ledger = CURRENT.get()
     if ledger is None or nbytes <= 0:
         return 0
-    if at_most_budget:
-        nbytes = min(nbytes, ledger.budget.limit)
     await ledger.take(nbytes, what)
     return nbytes
+
+
+def room() -> int | None:
+    """What the current request may still take beside what it holds (None: no budget)."""
+    ledger = CURRENT.get()
+    return None if ledger is None else max(0, ledger.budget.limit - ledger.held)
+
+
+def too_large(what: str) -> TooLargeForBudget:
+    """``what`` turned out to need more than the current request may hold beside what it
+    holds (counted as too_large)."""
+    ledger = CURRENT.get()
+    limit = 0
+    if ledger is not None:
+        ledger.budget.stats.too_large += 1
+        limit = ledger.budget.limit
+    return TooLargeForBudget(
+        f"{what} needs more memory than this server's memory budget for requests in flight "
+        f"({_mib(limit)}); send it in smaller requests")
 
 
 def release(nbytes: int) -> None:
@@ -355,7 +382,7 @@ def metered(ledger: Ledger, submit: Callable[[int, Any], Awaitable[T]],
 
     async def run(i: int, data: Any) -> T:
         n = cost(data) if isinstance(data, bytes | bytearray | memoryview) else 0
-        await ledger.take(n, f"decoding image {i}")
+        await ledger.take(n, f"decoding image {i}", keeps_held=False)
         try:
             return await submit(i, data)
         finally:

@@ -61,6 +61,39 @@ async def test_request_body_inflates_per_content_encoding_and_caps_it() -> None:
     assert await request_body(plain) == b"{}"
 
 
+async def test_a_gzip_body_under_a_memory_budget_smaller_than_the_body_limit() -> None:
+    # Inflating took min(body limit, whole budget) beside the compressed body the request
+    # already held: more than the budget, so every gzip body waited and got 503 whenever the
+    # budget was at most --max_request_body_bytes (found from outside with curl, 16 MiB).
+    from corolla.admission import CURRENT, Ledger, MemoryBudget, TooLargeForBudget
+
+    budget = MemoryBudget(64 * 1024, wait_seconds=60)
+    data = b"[" + b"0," * 20_000 + b"0]"
+    packed = gzip.compress(data)
+    headers = [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]
+    for body, fits in ((data, True), (data * 4, False)):
+        packed = gzip.compress(body)
+        req = _request([{"type": "http.request", "body": packed}], headers)
+        req.scope["corolla.max_body"] = 32 << 20
+        ledger = Ledger(budget)
+        await ledger.take(len(packed), "a request body")
+        token = CURRENT.set(ledger)
+        try:
+            if fits:
+                assert await request_body(req) == body
+                assert ledger.held == len(packed) + len(body)
+            else:
+                with pytest.raises(TooLargeForBudget) as err:
+                    await request_body(req)
+                assert err.value.http_status == 413
+                assert budget.stats.too_large == 1 and budget.stats.busy == 0
+                assert ledger.held == len(packed)
+        finally:
+            CURRENT.reset(token)
+            ledger.close()
+    assert budget.in_use == 0
+
+
 async def test_big_bodies_are_parsed_in_a_thread_one_at_a_time() -> None:
     import asyncio
     import threading

@@ -120,8 +120,19 @@ async def request_body(request: Request) -> bytes:
         return body
     limit = body_limit(request.scope)
     # The inflated size is known only once inflated: take the most it may be, then give back
-    # what it did not take.
-    held = await admission.reserve(limit, "inflating the request body", at_most_budget=True)
-    out = inflate(body, encoding, limit=limit)
+    # what it did not take. With a memory budget, that is at most what is left of the budget
+    # beside the compressed body (which the request keeps): inflating past it can never fit.
+    room = admission.room()
+    cap = limit if room is None else min(limit, room)
+    if cap <= 0:
+        raise admission.too_large("inflating the request body")
+    held = await admission.reserve(cap, "inflating the request body")
+    try:
+        out = inflate(body, encoding, limit=cap)
+    except BodyTooLarge:
+        if cap < limit:
+            admission.release(held)
+            raise admission.too_large("inflating the request body") from None
+        raise
     admission.release(held - len(out))
     return out
