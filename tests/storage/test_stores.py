@@ -160,3 +160,23 @@ def test_redis_error_messages_hide_the_password() -> None:
         store.list_versions()
     assert "s3cret" not in e.value.message and "user:***@" in e.value.message
     assert e.value.code == Code.UNAVAILABLE
+
+
+def test_gcs_that_refuses_connections_fails_a_call_within_seconds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # google-cloud-storage retries a refused connection for 120 s by default: each listing of a
+    # dead store took two minutes, and `fetch-model --retries 0` as long (found from outside).
+    # Corolla retries above the client (the source's backoff, fetch-model's --retries).
+    import time
+
+    from storage_servers import free_port
+
+    from corolla.storage.base import StoreUnavailable
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    store = open_store("gs://bucket/models/m")
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.list_versions()
+    assert time.monotonic() - t0 < 60
+    store.close()

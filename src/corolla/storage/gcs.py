@@ -18,6 +18,10 @@ from corolla.storage.objects import ObjectStore
 
 TIMEOUT = (5, 60)  # connect, read seconds
 CHUNK = 8 << 20
+# How long one call retries (the client's default is 120 s of backoff, so a store that refuses
+# connections held each listing for two minutes, and `fetch-model --retries 5` for twelve).
+# Corolla retries on its own above this: the source backs off, fetch-model has --retries.
+RETRY_SECONDS = 10.0
 
 
 class GcsStore(ObjectStore):
@@ -39,8 +43,11 @@ class GcsStore(ObjectStore):
                 client = storage.Client()
         except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
             raise StoreUnavailable(f"{self.name}: no Google Cloud credentials: {exc}") from exc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         self._client: Any = client
         self._bucket: Any = client.bucket(self.bucket)
+        self._retry: Any = DEFAULT_RETRY.with_timeout(RETRY_SECONDS)
 
     def _error(self, exc: Exception, what: str) -> CorollaError:
         from google.api_core import exceptions as gexc
@@ -59,7 +66,7 @@ class GcsStore(ObjectStore):
 
     def _list(self, prefix: str) -> Iterator[tuple[str, int, str]]:
         blobs = self._call("listing", self._client.list_blobs, self._bucket, prefix=prefix,
-                           timeout=TIMEOUT)
+                           timeout=TIMEOUT, retry=self._retry)
         it = iter(blobs)
         while True:
             blob = self._call("listing", next, it, None)
@@ -69,13 +76,14 @@ class GcsStore(ObjectStore):
 
     def _get_file(self, key: str, dest: Path, progress: Progress | None) -> None:
         blob = self._bucket.blob(key, chunk_size=CHUNK)
-        self._call(f"get {key}", blob.download_to_filename, str(dest), timeout=TIMEOUT)
+        self._call(f"get {key}", blob.download_to_filename, str(dest), timeout=TIMEOUT,
+                   retry=self._retry)
         if progress is not None:
             progress(dest.stat().st_size)
 
     def _get_bytes(self, key: str) -> bytes:
         return bytes(self._call(f"get {key}", self._bucket.blob(key).download_as_bytes,
-                                timeout=TIMEOUT))
+                                timeout=TIMEOUT, retry=self._retry))
 
     def _put_file(self, key: str, path: Path, progress: Progress | None) -> None:
         self._call(f"put {key}", self._bucket.blob(key).upload_from_filename, str(path),
@@ -89,7 +97,8 @@ class GcsStore(ObjectStore):
 
     def _delete(self, keys: list[str]) -> None:
         for key in keys:
-            self._call(f"delete {key}", self._bucket.blob(key).delete, timeout=TIMEOUT)
+            self._call(f"delete {key}", self._bucket.blob(key).delete, timeout=TIMEOUT,
+                       retry=self._retry)
 
     def close(self) -> None:
         self._client.close()
