@@ -641,3 +641,21 @@ def test_decode_cost_of_cmyk_jpeg_and_garbage(make_image: Callable[..., bytes]) 
     assert decode_cost(b"\xff\xd8\xff\xe0 truncated") == 0
     webp_rgba = make_image("red", "WEBP", size=(50, 20), mode="RGBA")
     assert decode_cost(webp_rgba) == 50 * 20 * 17
+
+
+def test_jpeg_header_that_libjpeg_turbo_cannot_name() -> None:
+    """Found by the image fuzzer: a progressive SOF with odd sampling factors, on which
+    simplejpeg's header read raises KeyError. Its cost comes from Pillow's header read, and
+    decoding it is a client error, never an unexpected exception."""
+    import base64
+
+    from corolla.images import decode_cost
+    from corolla.jpeg_header import read_jpeg_header, sof_header
+
+    data = base64.b64decode(
+        "/9j//////////////////////////8IAEQgAEAAYAwEUAAIRAQMRAf///////////8QAFgEBAQEAAAAAAAAAAA"
+        "AAAAAAAAUG/9oADAMBAAIQAxAwAF//2Q==")
+    assert sof_header(data) is None and read_jpeg_header(data) is None
+    assert decode_cost(data) == int(24 * 16 * 8.5)
+    with pytest.raises(InvalidArgument, match="cannot decode JPEG"):
+        preprocess_image(data, SPEC)

@@ -21,7 +21,7 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from corolla.errors import InvalidArgument
-from corolla.jpeg_header import read_jpeg_header
+from corolla.jpeg_header import PLAIN_COLORSPACES, read_jpeg_header, sof_header
 from corolla.model_dir import ImagePreprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -92,8 +92,13 @@ def decode_cost(data: bytes | bytearray | memoryview) -> int:
     fmt = sniff_format(bytes(data[:16]))
     try:
         if fmt == "JPEG":
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if colorspace not in ("YCbCr", "RGB", "Gray"):
+            sof = sof_header(data)
+            if sof is None:  # Pillow decodes what libjpeg-turbo's header read refuses
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+                return int(width * height * _PILLOW_COST_PER_PIXEL)
+            height, width, colorspace = sof
+            if colorspace not in PLAIN_COLORSPACES:
                 per_pixel = _PILLOW_COST_PER_PIXEL
             else:
                 per_pixel = _COST_PER_PIXEL[

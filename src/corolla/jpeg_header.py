@@ -21,16 +21,28 @@ PLAIN_COLORSPACES = frozenset({"YCbCr", "RGB", "Gray"})
 _XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
+def sof_header(data: bytes | bytearray | memoryview) -> tuple[int, int, str] | None:
+    """(height, width, colorspace) from libjpeg-turbo's header read, or None where it cannot
+    read one. simplejpeg raises KeyError, not ValueError, for a header whose subsampling or
+    colorspace code it has no name for (found by the image fuzzer: a progressive SOF with odd
+    sampling factors)."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except (ValueError, KeyError):
+        return None
+    return height, width, colorspace
+
+
 def read_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, EXIF orientation) of a plain RGB or grayscale JPEG, or None: then Pillow
     must read the header. Only a layout whose orientation this reads as Pillow's ``getexif``
     does gets an answer: no EXIF segment and no XMP (orientation 1), or one EXIF segment whose
     first IFD holds the orientation as one SHORT (or none, and no XMP, where Pillow would look
     next)."""
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
+    sof = sof_header(data)
+    if sof is None:
         return None
+    height, width, colorspace = sof
     if colorspace not in PLAIN_COLORSPACES or width <= 0 or height <= 0:
         return None
     exif: bytes | None = None

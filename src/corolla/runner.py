@@ -32,7 +32,7 @@ from corolla.batching import Batcher, BatchHook, BatchingOptions, parse_batching
 from corolla.errors import CorollaError, DeadlineExceeded, Internal, ResourceExhausted
 from corolla.looprunner import LoopRunner
 from corolla.runplan import INLINE_WHOLE_MAX_MS, Mode, RunPlan, plan_for, tune_limit
-from corolla.runtimes.base import HasTuningIdentity, Servable
+from corolla.runtimes.base import HasArenaLimit, HasTuningIdentity, Servable
 from corolla.tensors import Tensors
 from corolla.tunecache import TuneCache
 
@@ -262,6 +262,8 @@ def compose_runner(servable: Servable, path: Path, *, batching: BatchingOptions 
     plan = plan_for(batching=batching, per_model=per_model, inline_requests=inline_requests,
                     tuned=tuned)
     _log_plan(name, version, plan, inline_requests)
+    if isinstance(servable, HasArenaLimit):  # the batch measurements' memory is given back
+        servable.limit_arena(plan.rows)
     return VersionRunner(plan, servable, executor=executor, loop_runner=loop_runner,
                          hooks=hooks)
 

@@ -38,6 +38,13 @@ def _jpeg(rgb: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
     return buf.getvalue()
 
 
+# A progressive JPEG with odd sampling factors, found by the image fuzzer: libjpeg-turbo's
+# header read (simplejpeg) raised KeyError on it, which was no client error.
+_FUZZ_JPEG = base64.b64decode(
+    "/9j//////////////////////////8IAEQgAEAAYAwEUAAIRAQMRAf///////////8QAFgEBAQEAAAAAAAAAAAAAA"
+    "AAAAAUG/9oADAMBAAIQAxAwAF//2Q==")
+
+
 class Probe:
     """Records which handler ran, so a test can tell which route answered."""
 
@@ -100,6 +107,8 @@ CASES: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
      200, ''),
     ("POST", "/v1/models/colours:predict", {"content-type": "image/jpeg"}, b"not a jpeg",
      400, 'image 0: bytes are not an image Corolla can deco'),
+    ("POST", "/v1/models/colours:predict", {"content-type": "image/jpeg"}, _FUZZ_JPEG,
+     400, 'image 0: cannot decode JPEG'),
     ("POST", "/v1/models/colours:predict", {}, b"{not json",
      400, 'JSON Parse error: Expecting property name enclos'),
     ("POST", "/v1/models/colours:predict", {}, b'{"instances": [[1, 2]]}',

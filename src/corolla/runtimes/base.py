@@ -46,6 +46,14 @@ class HasTuningIdentity(Protocol):
     def tuning_identity(self) -> str: ...
 
 
+@runtime_checkable
+class HasArenaLimit(Protocol):
+    """A servable whose runtime keeps memory between runs (ONNX Runtime's arena) and can be
+    told the most rows a run should keep memory for (the run plan's rows)."""
+
+    def limit_arena(self, rows: int) -> None: ...
+
+
 class Runtime(Protocol):
     platform: str
 
