@@ -301,3 +301,44 @@ async def test_cors_preflight_passes_auth(make: Make) -> None:
 async def test_the_decoded_image_cap_reaches_the_prediction_service(make: Make) -> None:
     server, _ = await make(max_decoded_image_bytes=12345)
     assert server.service.options.max_decoded_image_bytes == 12345
+
+
+async def test_a_v2_body_with_binary_tensors_takes_a_parse_allowance_for_its_json_only() -> None:
+    # tritonclient sends binary tensors after a JSON header of Inference-Header-Content-Length
+    # bytes, with no octet-stream Content-Type. The middleware took 40x the whole body (at most
+    # half the budget) for a parse that reads only the header, so a 9.6 MB binary request was
+    # refused 413 under a 16 MiB budget (found from outside with tritonclient).
+    from corolla.admission import CURRENT, JSON_PEAK_FACTOR, MemoryBudget
+    from corolla.http.limits import LimitsMiddleware
+    from corolla.metrics import Inflight
+
+    budget = MemoryBudget(16 << 20)
+    seen: dict[str, int] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ledger = CURRENT.get()
+        assert ledger is not None
+        seen["held"], seen["parsing"] = ledger.held, ledger.parsing
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    mw = LimitsMiddleware(app, HttpLimits(max_body_bytes=32 << 20), Inflight(), memory=budget)
+    for length, header_length, parse in ((10_000_000, 200, JSON_PEAK_FACTOR * 200),
+                                         (6_000_000, None, 8 << 20)):  # JSON: half the budget
+        headers = [(b"content-length", str(length).encode())]
+        if header_length is not None:
+            headers.append((b"inference-header-content-length", str(header_length).encode()))
+        sent.clear()
+        await mw({"type": "http", "method": "POST", "path": "/v2/models/m/infer",
+                  "headers": headers}, receive, send)
+        assert sent[0]["status"] == 200
+        assert seen == {"held": length + parse, "parsing": parse}
+    assert budget.in_use == 0

@@ -161,6 +161,7 @@ class LimitsMiddleware:
         memory = self.memory
         length = None
         json_body = True  # no Content-Type: the REST APIs read the body as JSON
+        json_part = None  # KServe V2 binary tensors: only the first bytes are JSON
         if max_body or memory is not None:
             for name, value in scope["headers"]:
                 if name == b"content-length":
@@ -171,6 +172,11 @@ class LimitsMiddleware:
                 elif name == b"content-type":
                     json_body = not value.startswith((b"image/", b"multipart/",
                                                       b"application/octet-stream"))
+                elif name == b"inference-header-content-length":
+                    try:
+                        json_part = max(0, int(value))
+                    except ValueError:
+                        json_part = None  # the V2 handler answers 400
         if max_body:
             scope["corolla.max_body"] = max_body  # also caps inflated bodies (http/encoding.py)
             if length is not None and length > max_body:
@@ -190,7 +196,11 @@ class LimitsMiddleware:
                 # connection while 64 KiB of its body wait for the application); a JSON body
                 # takes what its parse needs at the same time, so that no request holds its
                 # body while it waits for the rest (see corolla.admission.parsing).
-                parse = parse_allowance(memory, length) if json_body else 0
+                # A V2 body with binary tensors: its JSON header is parsed, the tensors are
+                # views of the body (an inflated body's parse is topped up when parsed).
+                parse = (parse_allowance(memory, min(length, json_part if json_part is not None
+                                                     else length))
+                         if json_body else 0)
                 try:
                     await ledger.take(length + parse, f"a request body of {length} bytes")
                 except CorollaError as exc:
