@@ -24,6 +24,7 @@ from typing import Any
 
 from corolla import __version__
 from corolla.errors import CorollaError
+from corolla.logging_setup import quiet_client_loggers
 from corolla.serve_flags import add_serve_arguments
 from corolla.serve_options import apply_cpus, build_server_options
 
@@ -134,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_client_loggers()
     if not argv or (argv[0].startswith("--") and argv[0] not in ("--help", "-h")):
         argv = ["serve", *argv]  # tensorflow_model_server style: flags only
     parser = build_parser(serve_only=argv[0] == "serve")

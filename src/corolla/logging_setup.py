@@ -121,6 +121,15 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: Any = None
         lg.handlers.clear()
         lg.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    quiet_client_loggers()
+
+
+def quiet_client_loggers() -> None:
+    """Storage clients' INFO lines speak of themselves ("Found credentials in environment
+    variables" on every command), not of Corolla's work: warnings only, unless debugging."""
+    debugging = logging.getLogger().level < logging.INFO
+    for name in ("boto3", "botocore", "s3transfer", "google", "urllib3"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
 
 
 class _WorkerTag(logging.Filter):

@@ -69,6 +69,36 @@ def test_fetch_retries_until_the_store_answers(redis_port: int, demo: Path,
     assert code == EXIT_UNREACHABLE and not (tmp_path / "e" / "1").exists()
 
 
+def test_cli_output_never_shows_a_store_password(redis_port: int, demo: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    relay = Outage(redis_port)
+    uri = f"redis://default:s3cret@127.0.0.1:{relay.port}/0/fetch-redact/m"
+    assert main(["push", str(demo), uri]) == 0
+    assert main(["versions", "list", uri]) == 0
+    relay.stop()
+    assert main(["fetch-model", uri, str(tmp_path / "d"), "--retries", "1"]) == EXIT_UNREACHABLE
+    out = capsys.readouterr()
+    logged = out.err + caplog.text
+    assert "s3cret" not in out.out + logged
+    assert "default:***@" in out.out
+    # The retry warning names the store once (the store's own message already does).
+    retry = next(line for line in logged.splitlines() if "try 1 of 2" in line)
+    assert retry.count("fetch-redact/m") == 1, retry
+
+
+def test_storage_clients_info_lines_stay_quiet(store_uri: Callable[[str], str],
+                                               demo: Path) -> None:
+    """boto3 logged 'Found credentials in environment variables.' on every command: the
+    storage clients' loggers pass warnings only at the CLI's INFO level."""
+    import logging
+
+    assert main(["push", str(demo), store_uri("s3")]) == 0
+    for name in ("botocore", "botocore.credentials", "boto3", "google.auth", "urllib3"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    assert logging.getLogger("botocore").level == logging.WARNING  # set, not inherited
+
+
 def test_fetch_refuses_a_corrupt_version(store_uri: Callable[[str], str], demo: Path,
                                          tmp_path: Path) -> None:
     uri = store_uri("gs")

@@ -25,6 +25,7 @@ from typing import TypeVar
 from corolla.errors import Code, CorollaError, DataLoss, InvalidArgument
 from corolla.model_dir import METADATA_FILE, read_metadata
 from corolla.model_publish import verify_files
+from corolla.storage.base import redact
 
 log = logging.getLogger("corolla.storage")
 T = TypeVar("T")
@@ -120,14 +121,16 @@ def cmd_push(args: argparse.Namespace) -> int:
             store.close()
     except CorollaError as exc:
         return _fail("push", exc)
-    print(f"{args.dest.rstrip('/')}/{number}")
+    print(f"{redact(args.dest).rstrip('/')}/{number}")
     return EXIT_OK
 
 
 # ---- fetch-model ---------------------------------------------------------------------------
 
 
-def _retrying(retries: int, what: str, fn: Callable[[], T]) -> T:
+def _retrying(retries: int, fn: Callable[[], T]) -> T:
+    """``fn()``, again after a pause while the store is unavailable (its message names the
+    store, with any password redacted)."""
     from corolla.storage.base import StoreUnavailable
 
     for attempt in range(retries + 1):
@@ -137,8 +140,8 @@ def _retrying(retries: int, what: str, fn: Callable[[], T]) -> T:
             if attempt == retries:
                 raise
             delay = min(30.0, 2.0 ** attempt)
-            log.warning("%s: %s (try %d of %d; again in %.0f s)", what, exc.message,
-                        attempt + 1, retries + 1, delay)
+            log.warning("%s (try %d of %d; again in %.0f s)", exc.message, attempt + 1,
+                        retries + 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -173,15 +176,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     except CorollaError as exc:
         return _fail("fetch-model", exc)
     try:
-        listed: dict[int, RemoteVersion] = _retrying(args.retries, args.src,
-                                                     store.list_versions)
+        listed: dict[int, RemoteVersion] = _retrying(args.retries, store.list_versions)
         if which == "all":
             wanted = sorted(listed)
         elif which == "latest":
             wanted = [max(listed)]
         else:
             if int(which) not in listed:
-                raise StoreNotFound(f"{args.src}: no version {which} "
+                raise StoreNotFound(f"{redact(args.src)}: no version {which} "
                                     f"(found: {sorted(listed)})")
             wanted = [int(which)]
         args.dest.mkdir(parents=True, exist_ok=True)
@@ -190,11 +192,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             if _intact(target):
                 print(f"{target} (already there, verified)")
                 continue
-            plan = _retrying(args.retries, args.src,
-                             functools.partial(transfer.plan, store, listed[v]))
+            plan = _retrying(args.retries, functools.partial(transfer.plan, store, listed[v]))
             if plan.manifest is None:
-                log.warning("%s version %d has no file manifest: checked by size only", args.src,
-                            v)
+                log.warning("%s version %d has no file manifest: checked by size only",
+                            redact(args.src), v)
             staging = args.dest / f".fetch-{uuid.uuid4().hex}"
             try:
                 staging.mkdir()
@@ -205,7 +206,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                     with _progress(p.size, f"version {p.version.version}") as progress:
                         transfer.download(store, p, d, progress)
 
-                _retrying(args.retries, args.src, fetch)
+                _retrying(args.retries, fetch)
                 if target.exists():  # a broken copy from before: replaced whole
                     doomed = args.dest / f".old-{uuid.uuid4().hex}"
                     os.rename(target, doomed)
@@ -261,5 +262,5 @@ def cmd_delete(args: argparse.Namespace) -> int:
             store.close()
     except CorollaError as exc:
         return _fail("versions delete", exc)
-    print(f"deleted {args.base.rstrip('/')}/{args.version}")
+    print(f"deleted {redact(args.base).rstrip('/')}/{args.version}")
     return EXIT_OK
