@@ -31,7 +31,6 @@ from typing import TypeVar, cast
 
 T = TypeVar("T")
 
-# (function, arguments, future, tag)
 # (function, arguments, future, tag); the future is the caller's Future[T] for fn -> T.
 _Job = tuple[Callable[..., object], tuple[object, ...], "asyncio.Future[object]", object]
 

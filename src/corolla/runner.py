@@ -33,7 +33,7 @@ from corolla.errors import CorollaError, DeadlineExceeded, Internal, ResourceExh
 from corolla.looprunner import LoopRunner
 from corolla.runplan import INLINE_WHOLE_MAX_MS, Mode, RunPlan, plan_for, tune_limit
 from corolla.runtimes.base import HasArenaLimit, HasTuningIdentity, Servable
-from corolla.tensors import Tensors
+from corolla.tensors import Tensors, batch_rows
 from corolla.tunecache import TuneCache
 
 log = logging.getLogger("corolla.runner")
@@ -138,7 +138,7 @@ class VersionRunner:
         input and output has a variable first dimension: rows are independent, as batching
         assumes). ``admitted``: the request holds a place from :meth:`admit_early`.
         """
-        rows = _rows(inputs)
+        rows = batch_rows(inputs)
         chunk = self.plan.rows
         if rows <= chunk or not splittable:
             return await self._run(inputs, signature, output_filter, deadline, admitted, rows)
@@ -219,11 +219,6 @@ class VersionRunner:
         if slots is not None:
             fut.add_done_callback(slots.release)
         return fut
-
-
-def _rows(inputs: Tensors) -> int:
-    first = next(iter(inputs.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def compose_runner(servable: Servable, path: Path, *, batching: BatchingOptions | None,

@@ -19,6 +19,12 @@ from corolla.errors import InvalidArgument
 
 Tensors = dict[str, np.ndarray]
 
+
+def batch_rows(inputs: Tensors) -> int:
+    """The rows of a model run: the first dimension of its first input (1 for a scalar)."""
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
 NUMPY_DTYPES: dict[str, Any] = {
     "float32": np.float32, "float64": np.float64, "float16": np.float16,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,

@@ -43,7 +43,7 @@ from corolla.model_dir import (
     read_metadata,
 )
 from corolla.runtimes.base import Activity
-from corolla.tensors import ONNX_DTYPES, Tensors
+from corolla.tensors import ONNX_DTYPES, Tensors, batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,7 @@ class OnnxServable:
         choice = self._choice if activity is not None and activity.alone() else None
         use_solo = choice is not None and choice.pick()
         session = self._solo if use_solo else self._session
-        first = next(iter(inputs.values()), None)
-        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        rows = batch_rows(inputs)
         shrink = (self._keep_rows is not None and rows > self._keep_rows) or (
             id(session) in self._shrink_next)
         try:
